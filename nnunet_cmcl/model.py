@@ -1,0 +1,44 @@
+"""The module that CMCL pretraining optimises: nnU-Net's own encoder plus the projection heads.
+
+It is what nnU-Net compiles and wraps in DDP. The decoder is deliberately not a submodule: it gets
+no gradient in pretraining, and DDP refuses parameters that take no part in the loss.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from nnunet_cmcl.config import CMCLConfig
+from nnunet_cmcl.heads import DenseHead, GlobalHead
+from nnunet_cmcl.views import ViewSampler
+
+
+class CMCLModel(nn.Module):
+    def __init__(self, encoder: nn.Module, sampler: ViewSampler, bottleneck_channels: int, config: CMCLConfig):
+        super().__init__()
+        self.encoder = encoder
+        self.sampler = sampler
+        self.heads = nn.ModuleDict()
+        if config.weight_global > 0:
+            self.heads["global"] = GlobalHead(bottleneck_channels, config.head_hidden, config.head_out)
+        if config.weight_dense > 0:
+            self.heads["dense"] = DenseHead(bottleneck_channels, config.head_hidden, config.head_out)
+
+    def forward(self, data: torch.Tensor) -> dict[str, torch.Tensor]:
+        """data (B, C, *P) -> 'global' (V, B, D), 'dense' (V, B, M, D), 'positions' (B, M, d).
+
+        All V*B views go through the encoder in one pass.
+        """
+        b = data.shape[0]
+        v = self.sampler.num_views
+        views, offsets = self.sampler(data)
+        bottleneck = self.encoder(views)[-1]  # (V*B, F, *Q_bottleneck)
+        out = {}
+        if "global" in self.heads:
+            out["global"] = self.heads["global"](bottleneck).view(v, b, -1)
+        if "dense" in self.heads:
+            positions, flat_index = self.sampler.sample_locations(offsets)
+            dense = self.heads["dense"](bottleneck, flat_index.reshape(v * b, -1))
+            out["dense"] = dense.view(v, b, *dense.shape[1:])
+            out["positions"] = positions
+        return out

@@ -1,0 +1,286 @@
+"""nnUNetTrainerCMCL: cross-modal contrastive pretraining of nnU-Net's encoder inside nnU-Net's loop.
+
+nnU-Net's dataloader, augmentation, optimiser, poly schedule, mixed precision, torch.compile and DDP
+are used as they are. What changes: the trained module is the encoder plus projection heads
+(``CMCLModel``), the loss is CMCL, validation measures retrieval instead of Dice, and checkpoints store
+the plain nnU-Net network under ``network_weights`` so stock ``-pretrained_weights`` loads them.
+"""
+from __future__ import annotations
+
+import json
+import os
+import zlib
+from time import time
+from typing import List
+
+import numpy as np
+import torch
+from torch import autocast
+from torch import distributed as dist
+
+from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.utilities.helpers import dummy_context
+
+from nnunet_cmcl.config import CMCLConfig
+from nnunet_cmcl.errors import CMCLInputError
+from nnunet_cmcl.losses import (alignment, cmcl_loss, distributed, normalised_std, other_samples_of_same_case,
+                                retrieval_top1, uniformity)
+from nnunet_cmcl.model import CMCLModel
+from nnunet_cmcl.progress import plot_progress
+from nnunet_cmcl.views import ViewSampler, check_modalities, modality_groups, total_strides
+
+LOG_KEYS = ("train_loss_global", "train_loss_dense", "val_retrieval_top1", "val_dense_retrieval_top1",
+            "val_embedding_std", "val_alignment", "val_uniformity")
+
+
+def unwrap(module: torch.nn.Module) -> torch.nn.Module:
+    """The module inside DDP and torch.compile wrappers."""
+    module = getattr(module, "module", module)  # DDP
+    return getattr(module, "_orig_mod", module)  # torch.compile
+
+
+def all_gather_cat(x: torch.Tensor, dim: int) -> torch.Tensor:
+    parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, x.contiguous())
+    return torch.cat(parts, dim=dim)
+
+
+def state_dict_on_cpu(module: torch.nn.Module) -> dict:
+    # CPU tensors: the checkpoint loads on any machine, GPU or not
+    return {k: v.detach().cpu() for k, v in module.state_dict().items()}
+
+
+def case_ids(keys, device: torch.device) -> torch.Tensor:
+    """(B,) int64 id per case identifier, the same on every rank (a CRC, not Python's salted hash)."""
+    ids = torch.tensor([zlib.crc32(str(k).encode()) for k in keys], dtype=torch.long)
+    return ids.to(device, non_blocking=True)
+
+
+def save_atomically(obj: dict, filename: str) -> None:
+    """torch.save to a temporary name, then rename: a kill mid-write never leaves a corrupt file."""
+    tmp = f"{filename}.tmp{os.getpid()}"
+    torch.save(obj, tmp)
+    os.replace(tmp, filename)
+
+
+class nnUNetTrainerCMCL(nnUNetTrainer):
+    """CMCL pretraining; run as ``nnUNetv2_train D C all -tr nnUNetTrainerCMCL``. Labels are never used."""
+
+    cmcl_config = CMCLConfig()
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.modality_groups = modality_groups(dataset_json["channel_names"])
+        check_modalities(self.modality_groups, self.cmcl_config)
+        if self.is_ddp and self.configuration_manager.batch_size % dist.get_world_size():
+            raise CMCLInputError(
+                f"batch size {self.configuration_manager.batch_size} does not split evenly over "
+                f"{dist.get_world_size()} GPUs; the cross-rank negative gather needs equal shares, "
+                f"so use a batch size divisible by the GPU count")
+        self.initial_lr = self.cmcl_config.learning_rate
+        self.weight_decay = self.cmcl_config.weight_decay
+        self.enable_deep_supervision = False  # no segmentation output is trained
+        self.oversample_foreground_percent = 0.0  # patch sampling must not look at labels either
+        self.plain_network = self.cmcl_model = None  # -> build_network_architecture
+        self.best_retrieval = None
+        for key in LOG_KEYS:  # nnU-Net's local logger only accepts keys it already knows
+            self.logger.local_logger.my_fantastic_logging.setdefault(key, [])
+
+    # ---- network -------------------------------------------------------------------------------
+    def build_network_architecture(self, plans_manager, configuration_manager, num_input_channels: int,
+                                   num_output_channels: int, enable_deep_supervision: bool = True) -> CMCLModel:
+        """Builds nnU-Net's network from the plans and returns its encoder wrapped with the CMCL heads.
+
+        The full plain network is kept as ``self.plain_network`` (it shares the encoder) for the checkpoint.
+        """
+        network = super().build_network_architecture(plans_manager, configuration_manager, num_input_channels,
+                                                      num_output_channels, enable_deep_supervision)
+        encoder = getattr(network, "encoder", None)
+        if encoder is None or not getattr(encoder, "return_skips", False) or not hasattr(encoder, "strides"):
+            raise CMCLInputError(
+                f"{type(network).__name__} has no encoder that returns skips; CMCL pretrains U-Net encoders "
+                f"(PlainConvUNet, ResidualEncoderUNet): plan with nnU-Net's default or ResEnc planners")
+        sampler = ViewSampler(self.modality_groups, num_input_channels, configuration_manager.patch_size,
+                              total_strides(encoder.strides), self.cmcl_config)
+        self.plain_network = network
+        self.cmcl_model = CMCLModel(encoder, sampler, encoder.output_channels[-1], self.cmcl_config)
+        return self.cmcl_model
+
+    def initialize(self):
+        super().initialize()
+        s = self.cmcl_model.sampler
+        self.print_to_log_file(
+            f"CMCL config: {json.dumps(self.cmcl_config.to_dict())}\n"
+            f"CMCL views: {s.num_views} per sample from modalities {self.modality_groups}, crop "
+            f"{s.crop_size} of patch {list(self.configuration_manager.patch_size)} (shifts up to {s.shift_steps} "
+            f"bottleneck voxels), {s.num_locations} dense locations on a {s.view_bottleneck} bottleneck",
+            also_print_to_console=True, add_timestamp=False)
+        self.logger.update_config({"cmcl": self.cmcl_config.to_dict()})
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.AdamW(self.network.parameters(), self.initial_lr, weight_decay=self.weight_decay)
+        return optimizer, PolyLRScheduler(optimizer, self.initial_lr, self.num_epochs)
+
+    def set_deep_supervision_enabled(self, enabled: bool):
+        self.plain_network.decoder.deep_supervision = enabled
+
+    # ---- training --------------------------------------------------------------------------------
+    def _forward_loss(self, batch: dict) -> tuple[dict, dict]:
+        """(CMCLModel output, loss terms) of one batch; labels are not read."""
+        data = batch["data"].to(self.device, non_blocking=True)
+        cases = case_ids(batch["keys"], self.device)
+        with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
+            out = self.network(data)
+        c = self.cmcl_config
+        out["cases"] = cases
+        return out, cmcl_loss(out, c.temperature, c.weight_global, c.weight_dense, c.dense_exclusion_radius, cases)
+
+    def train_step(self, batch: dict) -> dict:
+        self.optimizer.zero_grad(set_to_none=True)
+        _, losses = self._forward_loss(batch)
+        if self.grad_scaler is not None:
+            self.grad_scaler.scale(losses["loss"]).backward()
+            self.grad_scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
+            self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.update()
+        else:
+            losses["loss"].backward()
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
+            self.optimizer.step()
+        # detached device tensors: no host sync per step, they are averaged once per epoch
+        return {k: v.detach() for k, v in losses.items()}
+
+    def _epoch_mean(self, outputs: List[dict], key: str) -> float:
+        if key not in outputs[0]:
+            return float("nan")
+        mean = torch.stack([o[key] for o in outputs]).float().mean()
+        if distributed():
+            dist.all_reduce(mean)
+            mean /= dist.get_world_size()
+        return mean.item()
+
+    def on_train_epoch_end(self, train_outputs: List[dict]):
+        self.logger.log("train_losses", self._epoch_mean(train_outputs, "loss"), self.current_epoch)
+        for term in ("global", "dense"):
+            self.logger.log(f"train_loss_{term}", self._epoch_mean(train_outputs, f"loss_{term}"), self.current_epoch)
+
+    # ---- validation: retrieval instead of Dice -------------------------------------------------------
+    def validation_step(self, batch: dict) -> dict:
+        out, losses = self._forward_loss(batch)
+        result = {"loss": losses["loss"].detach(), "cases": out["cases"]}
+        if "global" in out:
+            result["global"] = out["global"].detach().float()  # (V, B, D)
+        if "dense" in out:  # across samples: every location of every other-case sample is a candidate too
+            dense = out["dense"].detach().float()
+            queries, keys = dense[0].flatten(0, 1), dense[1].flatten(0, 1)  # (B*M, D)
+            b, m = dense.shape[1:3]
+            # keys: every location of the own patch (wrong but for the exact one) and of other-case patches
+            ignored = other_samples_of_same_case(out["cases"].repeat_interleave(m),
+                                                 torch.arange(b, device=dense.device).repeat_interleave(m))
+            result["dense_top1"] = torch.tensor(retrieval_top1(queries, keys, ignored), device=dense.device)
+        return result
+
+    def on_validation_epoch_end(self, val_outputs: List[dict]):
+        epoch = self.current_epoch
+        self.logger.log("val_losses", self._epoch_mean(val_outputs, "loss"), epoch)
+        self.logger.log("val_dense_retrieval_top1", self._epoch_mean(val_outputs, "dense_top1"), epoch)
+        metrics = dict.fromkeys(("val_retrieval_top1", "val_embedding_std", "val_alignment", "val_uniformity"),
+                                float("nan"))
+        if "global" in val_outputs[0]:
+            z = torch.cat([o["global"] for o in val_outputs], dim=1)  # (V, N, D)
+            cases = torch.cat([o["cases"] for o in val_outputs])
+            if distributed():
+                z, cases = all_gather_cat(z, dim=1), all_gather_cat(cases, dim=0)
+            ignored = other_samples_of_same_case(cases, torch.arange(len(cases), device=cases.device))
+            metrics["val_retrieval_top1"] = 0.5 * (retrieval_top1(z[0], z[1], ignored) +
+                                                   retrieval_top1(z[1], z[0], ignored))
+            metrics["val_embedding_std"] = normalised_std(z[0])
+            metrics["val_alignment"] = alignment(z[0], z[1])
+            metrics["val_uniformity"] = uniformity(z[0])
+        for key, value in metrics.items():
+            self.logger.log(key, value, epoch)
+
+    def perform_actual_validation(self, save_probabilities: bool = False):
+        self.print_to_log_file("CMCL pretraining trains no segmentation output: nnU-Net's segmentation "
+                               "validation is skipped. Fine-tune with -pretrained_weights to segment.")
+
+    # ---- epoch end, checkpoints ----------------------------------------------------------------------
+    def _get(self, key: str) -> float:
+        return self.logger.get_value(key, step=-1)
+
+    def on_epoch_end(self):
+        # nnU-Net's version reports pseudo Dice and keeps the best EMA Dice; CMCL has no Dice
+        self.logger.log("epoch_end_timestamps", time(), self.current_epoch)
+        self.print_to_log_file(
+            f"train_loss {self._get('train_losses'):.4f} (global {self._get('train_loss_global'):.4f}, dense "
+            f"{self._get('train_loss_dense'):.4f}) val_loss {self._get('val_losses'):.4f}")
+        self.print_to_log_file(
+            f"retrieval top-1 {self._get('val_retrieval_top1'):.3f} dense {self._get('val_dense_retrieval_top1'):.3f} "
+            f"embedding std {self._get('val_embedding_std'):.3f} alignment {self._get('val_alignment'):.3f} "
+            f"uniformity {self._get('val_uniformity'):.3f}")
+        self.print_to_log_file(f"Epoch time: {self._get('epoch_end_timestamps') - self._get('epoch_start_timestamps'):.2f} s")
+        if self._get("val_embedding_std") < self.cmcl_config.collapse_std_threshold:
+            self.print_to_log_file("WARNING: embedding std is near 0, the representation is collapsing; "
+                                   "try a higher temperature or a lower learning rate")
+
+        if (self.current_epoch + 1) % self.save_every == 0 and self.current_epoch != self.num_epochs - 1:
+            self.save_checkpoint(os.path.join(self.output_folder, "checkpoint_latest.pth"))
+        score = self._get("val_retrieval_top1")
+        if np.isnan(score):  # no global head: rank checkpoints by dense retrieval
+            score = self._get("val_dense_retrieval_top1")
+        if self.best_retrieval is None or score > self.best_retrieval:
+            self.best_retrieval = score
+            self.print_to_log_file(f"New best validation retrieval top-1: {score:.4f}")
+            self.save_checkpoint(os.path.join(self.output_folder, "checkpoint_best.pth"))
+        if self.local_rank == 0:
+            plot_progress(self.logger.local_logger.my_fantastic_logging, self.output_folder)
+        self.current_epoch += 1
+
+    def save_checkpoint(self, filename: str) -> None:
+        # nnU-Net's version would store the encoder-plus-heads module; network_weights must be the plain network
+        if self.local_rank != 0:
+            return
+        if self.disable_checkpointing:
+            self.print_to_log_file("No checkpoint written, checkpointing is disabled")
+            return
+        checkpoint = {
+            "network_weights": state_dict_on_cpu(self.plain_network),
+            "cmcl_heads": state_dict_on_cpu(self.cmcl_model.heads),
+            "cmcl_config": self.cmcl_config.to_dict(),
+            "cmcl_modalities": {"channel_names": self.dataset_json["channel_names"], "groups": self.modality_groups},
+            "cmcl_best_retrieval": self.best_retrieval,
+            "optimizer_state": self.optimizer.state_dict(),
+            "grad_scaler_state": self.grad_scaler.state_dict() if self.grad_scaler is not None else None,
+            "logging": self.logger.get_checkpoint(),
+            "_best_ema": None,
+            "current_epoch": self.current_epoch + 1,
+            "init_args": self.my_init_kwargs,
+            "trainer_name": self.__class__.__name__,
+            "inference_allowed_mirroring_axes": self.inference_allowed_mirroring_axes,
+        }
+        save_atomically(checkpoint, filename)
+
+    def load_checkpoint(self, filename_or_checkpoint) -> None:
+        if not self.was_initialized:
+            self.initialize()
+        checkpoint = filename_or_checkpoint
+        if isinstance(checkpoint, str):
+            checkpoint = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        stored = CMCLConfig.from_dict(checkpoint["cmcl_config"])
+        if stored != self.cmcl_config:
+            raise CMCLInputError(f"the checkpoint was trained with CMCL config {stored}, this trainer uses "
+                                 f"{self.cmcl_config}; continue with the trainer that wrote it")
+        self.plain_network.load_state_dict(checkpoint["network_weights"])  # the encoder is shared with cmcl_model
+        self.cmcl_model.heads.load_state_dict(checkpoint["cmcl_heads"])
+        self.my_init_kwargs = checkpoint["init_args"]
+        self.current_epoch = checkpoint["current_epoch"]
+        self.logger.load_checkpoint(checkpoint["logging"])
+        self.best_retrieval = checkpoint["cmcl_best_retrieval"]
+        self.inference_allowed_mirroring_axes = checkpoint.get("inference_allowed_mirroring_axes",
+                                                               self.inference_allowed_mirroring_axes)
+        self.optimizer.load_state_dict(checkpoint["optimizer_state"])
+        if self.grad_scaler is not None and checkpoint["grad_scaler_state"] is not None:
+            self.grad_scaler.load_state_dict(checkpoint["grad_scaler_state"])

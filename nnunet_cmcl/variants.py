@@ -1,0 +1,43 @@
+"""Variants of nnUNetTrainerCMCL in nnU-Net's style: one subclass a change, chosen with -tr."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+
+from nnunet_cmcl.trainer import nnUNetTrainerCMCL
+
+
+class nnUNetTrainerCMCL_100epochs(nnUNetTrainerCMCL):
+    # explicit signature: nnU-Net records __init__ arguments by name for its checkpoints
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.num_epochs = 100
+
+
+class nnUNetTrainerCMCL_250epochs(nnUNetTrainerCMCL):
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.num_epochs = 250
+
+
+class nnUNetTrainerCMCL_globalOnly(nnUNetTrainerCMCL):
+    """Only the global (per-sample) InfoNCE term."""
+    cmcl_config = replace(nnUNetTrainerCMCL.cmcl_config, weight_dense=0.0)
+
+
+class nnUNetTrainerCMCL_denseOnly(nnUNetTrainerCMCL):
+    """Only the dense (per-location) InfoNCE term."""
+    cmcl_config = replace(nnUNetTrainerCMCL.cmcl_config, weight_global=0.0)
+
+
+class nnUNetTrainerCMCL_single(nnUNetTrainerCMCL):
+    """Each view holds one modality (instead of a complementary partition of all modalities)."""
+    cmcl_config = replace(nnUNetTrainerCMCL.cmcl_config, view_strategy="single")
+
+
+class nnUNetTrainerCMCL_plusFull(nnUNetTrainerCMCL):
+    """Adds a view with every channel to the modality views."""
+    cmcl_config = replace(nnUNetTrainerCMCL.cmcl_config, add_full_view=True)

@@ -1,0 +1,135 @@
+"""Modality views of one nnU-Net batch, built on the device.
+
+A view is a sub-crop of the loaded patch in which the channels outside the view's modality subset
+are set to 0 (the mean after nnU-Net's z-score). The channel count never changes, so the pretrained
+network has the fine-tuning network's shapes. Each view is shifted by a random multiple of the
+encoder's total stride, so bottleneck voxels of different views still line up, but a voxel's
+position in the patch no longer identifies its partner (zero padding would give that away).
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from nnunet_cmcl.config import CMCLConfig
+from nnunet_cmcl.errors import CMCLInputError
+
+
+def modality_groups(channel_names: dict) -> list[list[int]]:
+    """Channel indices grouped by modality name, in channel order.
+
+    Channels that share a name in ``dataset.json`` ``channel_names`` are one modality.
+    """
+    by_name: dict[str, list[int]] = {}
+    for key in sorted(channel_names, key=int):
+        by_name.setdefault(str(channel_names[key]), []).append(int(key))
+    return list(by_name.values())
+
+
+def total_strides(encoder_strides: Sequence[Sequence[int]]) -> list[int]:
+    """Per-axis product of the encoder's stage strides: one bottleneck voxel spans this many input voxels."""
+    return [math.prod(s[axis] for s in encoder_strides) for axis in range(len(encoder_strides[0]))]
+
+
+def check_modalities(groups: list[list[int]], config: CMCLConfig) -> None:
+    """Raises CMCLInputError when the dataset's modalities cannot give the configured views."""
+    if len(groups) < 2:
+        raise CMCLInputError(
+            f"CMCL needs at least 2 modalities, the dataset has {len(groups)} (channels {groups}); "
+            f"give each modality its own name in dataset.json channel_names, "
+            f"or use nnUNetTrainerCMCL_Aug for one-modality data")
+    if len(groups) < config.num_views:
+        raise CMCLInputError(
+            f"num_views={config.num_views} needs as many modalities, the dataset has {len(groups)}; "
+            f"use a trainer variant with num_views <= {len(groups)}")
+
+
+class ViewSampler(nn.Module):
+    """Makes V views of each sample and samples voxel-aligned bottleneck locations.
+
+    V = ``config.num_views`` (+1 with ``add_full_view``). Holds no parameters.
+    """
+
+    def __init__(self, groups: list[list[int]], num_channels: int, patch_size: Sequence[int],
+                 strides: Sequence[int], config: CMCLConfig):
+        super().__init__()
+        self.config = config
+        self.num_groups = len(groups)
+        check_modalities(groups, config)
+        for p, s in zip(patch_size, strides):
+            if p % s:
+                raise CMCLInputError(f"patch size {tuple(patch_size)} is not divisible by the encoder's total "
+                                     f"stride {tuple(strides)}; use plans made by nnUNetv2_plan_and_preprocess")
+        self.strides = list(strides)
+        self.patch_bottleneck = [p // s for p, s in zip(patch_size, strides)]
+        # shifting by m strides leaves Pb - m bottleneck voxels a view and >= Pb - 2m shared by all views
+        self.shift_steps = [min(config.max_shift_steps, (pb - 1) // 2) for pb in self.patch_bottleneck]
+        self.crop_size = [p - m * s for p, m, s in zip(patch_size, self.shift_steps, strides)]
+        self.view_bottleneck = [pb - m for pb, m in zip(self.patch_bottleneck, self.shift_steps)]
+        min_overlap = math.prod(pb - 2 * m for pb, m in zip(self.patch_bottleneck, self.shift_steps))
+        self.num_locations = min(config.dense_locations, min_overlap)
+        channel_to_group = torch.empty(num_channels, dtype=torch.long)
+        for g, channels in enumerate(groups):
+            channel_to_group[channels] = g
+        self.register_buffer("channel_to_group", channel_to_group, persistent=False)
+
+    @property
+    def num_views(self) -> int:
+        return self.config.total_views
+
+    def channel_masks(self, batch_size: int, device: torch.device) -> torch.Tensor:
+        """(V, B, C) float mask, 1 where the view keeps the channel."""
+        k, g = self.config.num_views, self.num_groups
+        order = torch.rand(batch_size, g, device=device).argsort(dim=1)  # random modality order per sample
+        if self.config.view_strategy == "single":
+            group_view = torch.full((batch_size, g), -1, device=device, dtype=torch.long)
+            group_view.scatter_(1, order[:, :k], torch.arange(k, device=device).expand(batch_size, k))
+        else:  # complementary partition: the first k modalities seed the k views, the rest go anywhere
+            view_of_rank = torch.cat([torch.arange(k, device=device).expand(batch_size, k),
+                                      torch.randint(0, k, (batch_size, g - k), device=device)], dim=1)
+            group_view = torch.empty_like(order).scatter_(1, order, view_of_rank)
+        group_mask = group_view[None] == torch.arange(k, device=device)[:, None, None]  # (k, B, G)
+        masks = group_mask[:, :, self.channel_to_group].float()  # (k, B, C)
+        if self.config.add_full_view:
+            masks = torch.cat([masks, torch.ones_like(masks[:1])], dim=0)
+        return masks
+
+    def forward(self, data: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """data (B, C, *P) -> views (V*B, C, *Q) (view-major), offsets (V, B, d) in bottleneck voxels."""
+        b, c = data.shape[:2]
+        v, dev = self.num_views, data.device
+        steps = torch.tensor(self.shift_steps, device=dev)
+        offsets = (torch.rand(v, b, len(steps), device=dev) * (steps + 1)).long()  # uniform in 0..steps
+        masks = self.channel_masks(b, dev).reshape(v * b, c)
+        # one gather with broadcast index tensors copies every view at once (no per-view Python loop)
+        d = len(self.crop_size)
+        voxel_offsets = (offsets * torch.tensor(self.strides, device=dev)).reshape(v * b, d)
+        index = [torch.arange(b, device=dev).repeat(v).view(-1, *[1] * (d + 1)),
+                 torch.arange(c, device=dev).view(1, c, *[1] * d)]
+        for axis, q in enumerate(self.crop_size):
+            shape = [v * b, 1] + [1] * d
+            shape[2 + axis] = q
+            index.append((voxel_offsets[:, axis].view(-1, 1) + torch.arange(q, device=dev)).view(shape))
+        views = data[tuple(index)] * masks.view(v * b, c, *[1] * d).to(data.dtype)
+        return views, offsets
+
+    def sample_locations(self, offsets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """offsets (V, B, d) -> positions (B, M, d) in the patch's bottleneck grid, flat indices (V, B, M)
+        into each view's bottleneck grid. The M locations of a sample are distinct and seen by every view."""
+        v, b, d = offsets.shape
+        dev = offsets.device
+        grid = torch.stack(torch.meshgrid(*[torch.arange(n, device=dev) for n in self.patch_bottleneck],
+                                          indexing="ij"), dim=-1).view(-1, d)  # (N, d)
+        view_size = torch.tensor(self.view_bottleneck, device=dev)
+        lo = offsets.amax(dim=0)  # (B, d): overlap of all views
+        hi = offsets.amin(dim=0) + view_size
+        inside = ((grid[None] >= lo[:, None]) & (grid[None] < hi[:, None])).all(dim=-1)  # (B, N)
+        scores = torch.rand(b, grid.shape[0], device=dev).masked_fill(~inside, -1.0)
+        chosen = scores.topk(self.num_locations, dim=1).indices  # (B, M), inside by construction of M
+        positions = grid[chosen]  # (B, M, d)
+        local = positions[None] - offsets[:, :, None]  # (V, B, M, d)
+        flat_stride = torch.tensor([math.prod(self.view_bottleneck[i + 1:]) for i in range(d)], device=dev)
+        return positions, (local * flat_stride).sum(dim=-1)

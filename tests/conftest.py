@@ -1,0 +1,51 @@
+"""Shared fixtures: nnU-Net's folders in a temporary place and nnU-Net's real commands run on them."""
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from nnunet_cmcl.cli import trainer_path
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+# test-only short variants live in tests/ext_trainers, found through nnUNet_extTrainer like the shipped ones
+EXT_TRAINERS = os.pathsep.join([trainer_path(), os.path.join(HERE, "ext_trainers")])
+
+
+def nnunet_env(root: str) -> dict:
+    """Environment for nnU-Net's commands with its three folders under ``root``, run small on the CPU."""
+    paths = {name: os.path.join(root, name) for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
+    for p in paths.values():
+        os.makedirs(p, exist_ok=True)
+    return {**os.environ, **paths, "nnUNet_extTrainer": EXT_TRAINERS, "nnUNet_n_proc_DA": "1",
+            "nnUNet_def_n_proc": "1", "nnUNet_compile": "false", "OMP_NUM_THREADS": "2"}
+
+
+def run(command: list[str], env: dict, timeout: int = 900) -> subprocess.CompletedProcess:
+    """Runs one of nnU-Net's (or our) console scripts; on failure the assertion shows its output."""
+    exe = shutil.which(command[0], path=os.path.dirname(sys.executable)) or shutil.which(command[0])
+    assert exe is not None, f"{command[0]} not found next to {sys.executable} or on PATH"
+    proc = subprocess.run([exe, *command[1:]], env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"{' '.join(command)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    return proc
+
+
+def plan_and_preprocess(dataset_id: int, env: dict, configurations: tuple[str, ...] = ("3d_fullres",),
+                        planner: str | None = None) -> None:
+    command = ["nnUNetv2_plan_and_preprocess", "-d", str(dataset_id), "-c", *configurations,
+               "-np", "1", "-npfp", "1", "--no_pbar"]
+    if planner:
+        command += ["-pl", planner]
+    run(command, env)
+
+
+@pytest.fixture(scope="session")
+def phantom_env(tmp_path_factory) -> dict:
+    """A preprocessed 2-modality phantom dataset 501 (8 cases of 40^3): nnU-Net env to use it."""
+    from nnunet_cmcl.synthetic import write_phantom_dataset
+
+    env = nnunet_env(str(tmp_path_factory.mktemp("nnunet")))
+    write_phantom_dataset(env["nnUNet_raw"], 501, num_cases=8, shape=(40, 40, 40), seed=0)
+    plan_and_preprocess(501, env)
+    return env

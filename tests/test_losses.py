@@ -1,0 +1,143 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from nnunet_cmcl.heads import DenseHead, GlobalHead
+from nnunet_cmcl.losses import (alignment, cmcl_loss, multi_positive_info_nce, near_pairs, normalised_std,
+                                other_samples_of_same_case, retrieval_top1, uniformity)
+
+
+def reference_info_nce(anchors, candidates, anchor_index, t, near=None, case_ids=None):
+    """Straightforward loop over every anchor and positive, written from the definition."""
+    v_, b_, m_, _ = anchors.shape
+    n_ = candidates.shape[1]
+    case_ids = list(range(n_)) if case_ids is None else case_ids.tolist()
+    total, count = 0.0, 0
+    for v in range(v_):
+        for b in range(b_):
+            own = int(anchor_index[b])
+            for m in range(m_):
+                a = anchors[v, b, m].double()
+                negatives = []
+                for w in range(v_):
+                    for n in range(n_):
+                        for mm in range(m_):
+                            other_sample = case_ids[n] != case_ids[own]
+                            far_in_own = near is not None and n == own and mm != m and not bool(near[b, m, mm])
+                            if other_sample or far_in_own:
+                                negatives.append(torch.dot(a, candidates[w, n, mm].double()) / t)
+                for w in range(v_):
+                    if w == v:
+                        continue
+                    p = torch.dot(a, candidates[w, own, m].double()) / t
+                    denominator = torch.exp(p) + sum(torch.exp(x) for x in negatives)
+                    total += -p + torch.log(denominator)
+                    count += 1
+    return total / count
+
+
+def random_embeddings(*shape, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return F.normalize(torch.randn(*shape, generator=g), dim=-1)
+
+
+@pytest.mark.parametrize("views", [2, 3])
+def test_global_loss_equals_reference(views):
+    candidates = random_embeddings(views, 5, 1, 8)  # 5 samples over all "ranks"
+    index = torch.tensor([2, 3])  # this rank holds samples 2 and 3
+    anchors = candidates[:, index]
+    ours = multi_positive_info_nce(anchors, candidates, index, 0.2)
+    assert ours.item() == pytest.approx(reference_info_nce(anchors, candidates, index, 0.2).item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("views", [2, 3])
+def test_dense_loss_equals_reference(views):
+    candidates = random_embeddings(views, 3, 4, 8, seed=1)
+    index = torch.tensor([0, 1, 2])
+    positions = torch.tensor([[[0, 0, 0], [1, 0, 0], [3, 0, 0], [3, 1, 0]]] * 3)
+    near = near_pairs(positions, 1.5)
+    ours = multi_positive_info_nce(candidates, candidates, index, 0.1, near)
+    assert ours.item() == pytest.approx(reference_info_nce(candidates, candidates, index, 0.1, near).item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("views", [2, 3])
+def test_samples_of_the_same_case_are_no_negatives(views):
+    candidates = random_embeddings(views, 4, 3, 8, seed=2)
+    index = torch.tensor([0, 1, 2, 3])
+    cases = torch.tensor([7, 9, 7, 5])  # samples 0 and 2 are patches of one case
+    near = near_pairs(torch.tensor([[[0, 0, 0], [1, 0, 0], [4, 0, 0]]] * 4), 1.5)
+    ours = multi_positive_info_nce(candidates, candidates, index, 0.1, near, cases)
+    reference = reference_info_nce(candidates, candidates, index, 0.1, near, cases)
+    assert ours.item() == pytest.approx(reference.item(), rel=1e-5)
+    assert ours.item() != pytest.approx(multi_positive_info_nce(candidates, candidates, index, 0.1, near).item())
+
+
+def test_near_pairs_marks_exactly_the_pairs_within_radius():
+    positions = torch.tensor([[[0, 0, 0], [1, 0, 0], [1, 1, 0], [1, 1, 1], [3, 0, 0]]])
+    near = near_pairs(positions, 1.5)[0]
+    # distances from location 0: 0, 1, 1.41, 1.73, 3
+    assert near[0].tolist() == [True, True, True, False, False]
+    assert torch.equal(near, near.T)
+    assert near.diagonal().all()
+
+
+def test_exclusion_radius_removes_same_sample_negatives():
+    # one sample, two locations: with both inside the radius nothing is a negative, so each term is
+    # -p + log(exp(p)) = 0; far apart, each location is the other's negative and the loss is positive
+    emb = random_embeddings(2, 1, 2, 8, seed=3)
+    index = torch.tensor([0])
+    close = near_pairs(torch.tensor([[[0, 0, 0], [1, 0, 0]]]), 1.5)
+    far = near_pairs(torch.tensor([[[0, 0, 0], [4, 0, 0]]]), 1.5)
+    assert multi_positive_info_nce(emb, emb, index, 0.1, close).item() == pytest.approx(0.0, abs=1e-6)
+    assert multi_positive_info_nce(emb, emb, index, 0.1, far).item() > 0.01
+
+
+def test_aligned_embeddings_give_lower_loss_than_random():
+    base = random_embeddings(1, 16, 1, 32, seed=4)
+    aligned = base.expand(2, -1, -1, -1).contiguous()
+    shuffled = random_embeddings(2, 16, 1, 32, seed=5)
+    index = torch.arange(16)
+    assert multi_positive_info_nce(aligned, aligned, index, 0.1) < multi_positive_info_nce(shuffled, shuffled, index, 0.1) - 1.0
+
+
+def test_loss_and_gradients_finite_under_bf16_autocast():
+    torch.manual_seed(0)
+    features = torch.randn(4, 16, 3, 3, 3, requires_grad=True)  # (V*B, F, *S) with V = 2, B = 2
+    global_head, dense_head = GlobalHead(16, 32, 8), DenseHead(16, 32, 8)
+    flat_index = torch.randint(0, 27, (4, 5))
+    positions = torch.randint(0, 3, (2, 5, 3))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = {"global": global_head(features).view(2, 2, -1),
+               "dense": dense_head(features, flat_index).view(2, 2, 5, -1), "positions": positions}
+        losses = cmcl_loss(out, 0.1, 1.0, 1.0, 1.5)
+    assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in losses.values())
+    losses["loss"].backward()
+    grads = [features.grad] + [p.grad for p in [*global_head.parameters(), *dense_head.parameters()]]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+def test_total_is_weighted_sum_and_zero_weight_terms_are_absent():
+    out = {"global": random_embeddings(2, 3, 8, seed=6)}
+    losses = cmcl_loss(out, 0.1, 0.5, 1.0, 1.5)
+    assert set(losses) == {"loss_global", "loss"}
+    assert losses["loss"].item() == pytest.approx(0.5 * losses["loss_global"].item())
+
+
+def test_metrics_on_known_geometry():
+    z = torch.eye(4)
+    assert retrieval_top1(z, z) == 1.0
+    assert retrieval_top1(z, z.roll(1, dims=0)) == 0.0
+    # key 1 is query 0's nearest, but it is another patch of query 0's case: left out, query 0 finds itself
+    keys = F.normalize(torch.stack([z[0] + z[2], z[1] + 2 * z[0], z[2], z[3]]), dim=1)
+    assert retrieval_top1(z, keys) == 0.75
+    assert retrieval_top1(z, keys, other_samples_of_same_case(torch.tensor([0, 0, 1, 2]), torch.arange(4))) == 1.0
+    assert alignment(z, z) == 0.0
+    assert alignment(z, z.roll(1, dims=0)) == pytest.approx(2.0)
+    # all pairs of orthonormal vectors are at squared distance 2
+    assert uniformity(z) == pytest.approx(-4.0)
+    collapsed = torch.ones(6, 4)
+    assert normalised_std(collapsed) == pytest.approx(0.0, abs=1e-6)
+    assert normalised_std(random_embeddings(2000, 16, seed=7)) == pytest.approx(1.0, abs=0.1)
+    assert math.isfinite(uniformity(collapsed)) and uniformity(collapsed) == pytest.approx(0.0, abs=1e-6)

@@ -1,0 +1,114 @@
+"""nnUNetTrainerCMCL on real nnU-Net plans and data: default and ResEnc plans, 2d and 3d_fullres."""
+import copy
+import os
+
+import pytest
+import torch
+from batchgenerators.utilities.file_and_folder_operations import join, load_json
+from nnunetv2.run.load_pretrained_weights import load_pretrained_weights
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+from conftest import plan_and_preprocess
+from nnunet_cmcl.errors import CMCLInputError
+from nnunet_cmcl.trainer import nnUNetTrainerCMCL
+from nnunet_cmcl.variants import nnUNetTrainerCMCL_plusFull
+
+DATASET = "Dataset501_CMCLPhantom"
+
+
+@pytest.fixture(scope="module")
+def env(phantom_env):
+    plan_and_preprocess(501, phantom_env, ("2d",))
+    plan_and_preprocess(501, phantom_env, ("3d_fullres",), planner="nnUNetPlannerResEncM")
+    return phantom_env
+
+
+def make_trainer(env, monkeypatch, configuration, plans="nnUNetPlans", cls=nnUNetTrainerCMCL, dataset_json=None):
+    for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        monkeypatch.setenv(key, env[key])
+    monkeypatch.setenv("nnUNet_n_proc_DA", "0")  # in-process data augmentation
+    folder = join(env["nnUNet_preprocessed"], DATASET)
+    plans_dict = load_json(join(folder, f"{plans}.json"))
+    plans_dict["continue_training"] = False
+    dataset_json = dataset_json or load_json(join(folder, "dataset.json"))
+    return cls(plans_dict, configuration, 0, dataset_json, torch.device("cpu"))
+
+
+def stock_network(trainer):
+    """The network stock nnUNetTrainer builds from the same plans."""
+    return nnUNetTrainer.build_network_architecture(
+        trainer.plans_manager, trainer.configuration_manager, trainer.num_input_channels,
+        trainer.label_manager.num_segmentation_heads, True)
+
+
+def clone_state(module):
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+@pytest.mark.parametrize("configuration,plans", [("3d_fullres", "nnUNetPlans"), ("2d", "nnUNetPlans"),
+                                                 ("3d_fullres", "nnUNetResEncUNetMPlans")])
+def test_step_trains_heads_and_encoder_and_checkpoint_fits_stock_network(env, monkeypatch, tmp_path,
+                                                                          configuration, plans):
+    torch.manual_seed(0)
+    trainer = make_trainer(env, monkeypatch, configuration, plans)
+    trainer.on_train_start()
+    heads, encoder = clone_state(trainer.cmcl_model.heads), clone_state(trainer.cmcl_model.encoder)
+    decoder_keys = [k for k in trainer.plain_network.state_dict() if k.startswith("decoder.stages")]
+    decoder = clone_state(trainer.plain_network)
+
+    losses = trainer.train_step(next(trainer.dataloader_train))
+    assert torch.isfinite(losses["loss"]) and set(losses) == {"loss", "loss_global", "loss_dense"}
+    assert all(not torch.equal(v, trainer.cmcl_model.heads.state_dict()[k]) for k, v in heads.items()
+               if v.is_floating_point())
+    assert any(not torch.equal(v, trainer.cmcl_model.encoder.state_dict()[k]) for k, v in encoder.items())
+    # the decoder takes no part in pretraining
+    assert all(torch.equal(decoder[k], trainer.plain_network.state_dict()[k]) for k in decoder_keys)
+
+    path = str(tmp_path / "checkpoint.pth")
+    trainer.save_checkpoint(path)
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    stock = stock_network(trainer)
+    assert {k: v.shape for k, v in checkpoint["network_weights"].items()} == \
+           {k: v.shape for k, v in stock.state_dict().items()}
+    assert set(checkpoint["cmcl_heads"]) == set(trainer.cmcl_model.heads.state_dict())
+    assert checkpoint["cmcl_config"] == trainer.cmcl_config.to_dict()
+    load_pretrained_weights(stock, path)  # nnU-Net's own loader, as -pretrained_weights uses it
+    for key, value in stock.encoder.state_dict().items():
+        assert torch.equal(value, checkpoint["network_weights"][f"encoder.{key}"])
+
+    # resume: a new trainer takes weights, heads and epoch back
+    resumed = make_trainer(env, monkeypatch, configuration, plans)
+    resumed.load_checkpoint(path)
+    assert all(torch.equal(v, resumed.cmcl_model.heads.state_dict()[k])
+               for k, v in trainer.cmcl_model.heads.state_dict().items())
+    assert resumed.current_epoch == trainer.current_epoch + 1
+
+    with torch.no_grad():
+        trainer.on_validation_epoch_start()
+        result = trainer.validation_step(next(trainer.dataloader_val))
+    assert result["global"].shape[:2] == (2, trainer.batch_size)
+    assert 0.0 <= result["dense_top1"].item() <= 1.0
+
+
+def test_all_channels_view_variant_runs(env, monkeypatch):
+    trainer = make_trainer(env, monkeypatch, "3d_fullres", cls=nnUNetTrainerCMCL_plusFull)
+    trainer.on_train_start()
+    assert trainer.cmcl_model.sampler.num_views == 3
+    assert torch.isfinite(trainer.train_step(next(trainer.dataloader_train))["loss"])
+
+
+def test_one_channel_dataset_is_refused_before_training(env, monkeypatch):
+    dataset_json = load_json(join(env["nnUNet_preprocessed"], DATASET, "dataset.json"))
+    dataset_json["channel_names"] = {"0": "CT"}
+    with pytest.raises(CMCLInputError, match="at least 2 modalities.*nnUNetTrainerCMCL_Aug"):
+        make_trainer(env, monkeypatch, "3d_fullres", dataset_json=dataset_json)
+
+
+def test_network_without_skip_encoder_is_refused(env, monkeypatch):
+    trainer = make_trainer(env, monkeypatch, "3d_fullres")
+    trainer.configuration_manager.configuration["architecture"] = copy.deepcopy(
+        trainer.configuration_manager.configuration["architecture"])
+    # a class that nnU-Net can build from the plans but that has no U-Net encoder
+    trainer.configuration_manager.configuration["architecture"]["network_class_name"] = "torch.nn.Identity"
+    with pytest.raises(CMCLInputError, match="Identity has no encoder that returns skips"):
+        trainer.initialize()
