@@ -6,6 +6,7 @@ import os
 import sys
 
 from nnunet_cmcl import __version__
+from nnunet_cmcl.errors import CMCLInputError
 
 
 def trainer_path() -> str:
@@ -26,6 +27,73 @@ def _cmd_trainers(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from nnunet_cmcl.checkpoints import load_checkpoint_safely
+    from nnunet_cmcl.handoff import describe
+
+    print("\n".join(describe(load_checkpoint_safely(args.checkpoint))))
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from nnunet_cmcl.checkpoints import load_checkpoint_safely
+    from nnunet_cmcl.handoff import compare, target
+
+    checkpoint = load_checkpoint_safely(args.checkpoint)
+    network, channels = target(args.d, args.c, args.p)
+    summary, problems = compare(checkpoint, network, channels)
+    print("\n".join(summary))
+    for problem in problems:
+        print(f"problem: {problem}", file=sys.stderr)
+    print("OK: stock -pretrained_weights loads this checkpoint" if not problems else
+          f"{len(problems)} problem(s): stock -pretrained_weights would fail", file=sys.stderr if problems else sys.stdout)
+    return 1 if problems else 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from nnunet_cmcl.checkpoints import load_checkpoint_safely
+    from nnunet_cmcl.handoff import export, target
+
+    checkpoint = load_checkpoint_safely(args.checkpoint)
+    network, channels = target(args.d, args.c, args.p)
+    print("\n".join(export(args.checkpoint, checkpoint, network, channels, args.o)))
+    print(f"wrote {args.o}: use it with nnUNetv2_train {args.d} {args.c} FOLD -pretrained_weights {args.o}")
+    return 0
+
+
+def _cmd_prepare(args: argparse.Namespace) -> int:
+    from nnunet_cmcl.prepare import prepare
+
+    command = prepare(args.s, args.t, args.c, args.pl, args.np)
+    print(f"[prepare] done. Pretrain with:\n  {command}")
+    return 0
+
+
+def _cmd_pretrain_plans(args: argparse.Namespace) -> int:
+    from batchgenerators.utilities.file_and_folder_operations import isfile, join, load_json, save_json
+    from nnunetv2.paths import nnUNet_preprocessed
+
+    from nnunet_cmcl.plans.pretraining import derive_pretraining_plans
+    from nnunet_cmcl.prepare import dataset_name
+
+    folder = join(nnUNet_preprocessed, dataset_name(args.d))
+    if not isfile(join(folder, args.p + ".json")):
+        raise CMCLInputError(f"{join(folder, args.p + '.json')} does not exist; plan the dataset first")
+    derived, report = derive_pretraining_plans(load_json(join(folder, args.p + ".json")), args.c,
+                                               load_json(join(folder, "dataset.json")))
+    save_json(derived, join(folder, derived["plans_name"] + ".json"), sort_keys=False)
+    print(report)
+    print(f"pretrain with: nnUNetv2_train {args.d} {args.c} all -tr nnUNetTrainerCMCL -p {derived['plans_name']}")
+    return 0
+
+
+def _target_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help="a checkpoint_*.pth")
+    p.add_argument("-d", required=True, help="target dataset name or id")
+    p.add_argument("-c", required=True, help="target configuration, e.g. 3d_fullres")
+    p.add_argument("-p", default="nnUNetPlans", help="target plans identifier (default nnUNetPlans)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nnunet-cmcl",
@@ -38,12 +106,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_trainer_path)
     p = sub.add_parser("trainers", help="list the trainer classes this plugin adds to nnU-Net")
     p.set_defaults(func=_cmd_trainers)
+    p = sub.add_parser("inspect", help="show a checkpoint's trainer, plans, channels, CMCL config and metrics")
+    p.add_argument("checkpoint")
+    p.set_defaults(func=_cmd_inspect)
+    p = sub.add_parser("verify", help="test-load a checkpoint into a target dataset's network; list what transfers")
+    _target_arguments(p)
+    p.set_defaults(func=_cmd_verify)
+    p = sub.add_parser("export", help="adapt a checkpoint to a target dataset (channels mapped by name)")
+    _target_arguments(p)
+    p.add_argument("-o", required=True, help="output .pth")
+    p.set_defaults(func=_cmd_export)
+    p = sub.add_parser("prepare", help="preprocess a pretraining dataset (labels optional) with a target's plans")
+    p.add_argument("-s", required=True, help="target dataset (whose plans are used; fine-tuned later)")
+    p.add_argument("-t", required=True, help="pretraining dataset, in nnUNet_raw, same channels as the target")
+    p.add_argument("-c", default="3d_fullres", help="configuration (default 3d_fullres)")
+    p.add_argument("-pl", default="nnUNetPlans", help="plans identifier of the target (default nnUNetPlans)")
+    p.add_argument("-np", type=int, default=4, help="preprocessing processes (default 4)")
+    p.set_defaults(func=_cmd_prepare)
+    p = sub.add_parser("pretrain-plans", help="write <plans>_CMCL: the target's plans with a batch sized for CMCL")
+    p.add_argument("-d", required=True, help="dataset name or id (preprocessed)")
+    p.add_argument("-c", default="3d_fullres", help="configuration (default 3d_fullres)")
+    p.add_argument("-p", default="nnUNetPlans", help="plans identifier (default nnUNetPlans)")
+    p.set_defaults(func=_cmd_pretrain_plans)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except CMCLInputError as e:
+        if os.environ.get("NNUNET_CMCL_DEBUG"):
+            raise
+        print(f"nnunet-cmcl {args.command}: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

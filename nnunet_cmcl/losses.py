@@ -20,6 +20,26 @@ def distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
+class _GatherWithGradient(torch.autograd.Function):
+    """all_gather whose backward sums every rank's gradient for this rank's part (as lightly's GatherLayer).
+
+    Each rank's loss then differentiates through all ranks' embeddings; DDP's gradient averaging turns the
+    sum into the gradient of the mean loss over the global batch.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, x)
+        return tuple(parts)
+
+    @staticmethod
+    def backward(ctx, *grads: torch.Tensor) -> torch.Tensor:
+        stacked = torch.stack(grads)
+        dist.all_reduce(stacked)
+        return stacked[dist.get_rank()]
+
+
 def gather_samples(x: torch.Tensor, dim: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """Concatenates x of every rank along ``dim``, with gradient to each rank's own part.
 
@@ -29,9 +49,7 @@ def gather_samples(x: torch.Tensor, dim: int = 1) -> tuple[torch.Tensor, torch.T
     local = x.shape[dim]
     if not distributed():
         return x, torch.arange(local, device=x.device)
-    from torch.distributed.nn.functional import all_gather  # autograd-aware: gradients go back to their rank
-
-    gathered = torch.cat(all_gather(x.contiguous()), dim=dim)
+    gathered = torch.cat(_GatherWithGradient.apply(x.contiguous()), dim=dim)
     start = dist.get_rank() * local
     return gathered, torch.arange(start, start + local, device=x.device)
 

@@ -68,6 +68,8 @@ class nnUNetTrainerCMCL(nnUNetTrainer):
     """CMCL pretraining; run as ``nnUNetv2_train D C all -tr nnUNetTrainerCMCL``. Labels are never used."""
 
     cmcl_config = CMCLConfig()
+    # set after nnU-Net's defaults, so a variant is one line: overrides = {"num_epochs": 100}
+    overrides: dict = {}
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -87,6 +89,7 @@ class nnUNetTrainerCMCL(nnUNetTrainer):
         self.best_retrieval = None
         for key in LOG_KEYS:  # nnU-Net's local logger only accepts keys it already knows
             self.logger.local_logger.my_fantastic_logging.setdefault(key, [])
+        vars(self).update(self.overrides)
 
     # ---- network -------------------------------------------------------------------------------
     def build_network_architecture(self, plans_manager, configuration_manager, num_input_channels: int,

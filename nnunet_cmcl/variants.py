@@ -3,24 +3,15 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import torch
-
 from nnunet_cmcl.trainer import nnUNetTrainerCMCL
 
 
 class nnUNetTrainerCMCL_100epochs(nnUNetTrainerCMCL):
-    # explicit signature: nnU-Net records __init__ arguments by name for its checkpoints
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = 100
+    overrides = {"num_epochs": 100}
 
 
 class nnUNetTrainerCMCL_250epochs(nnUNetTrainerCMCL):
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = 250
+    overrides = {"num_epochs": 250}
 
 
 class nnUNetTrainerCMCL_globalOnly(nnUNetTrainerCMCL):

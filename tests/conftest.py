@@ -22,12 +22,12 @@ def nnunet_env(root: str) -> dict:
             "nnUNet_def_n_proc": "1", "nnUNet_compile": "false", "OMP_NUM_THREADS": "2"}
 
 
-def run(command: list[str], env: dict, timeout: int = 900) -> subprocess.CompletedProcess:
-    """Runs one of nnU-Net's (or our) console scripts; on failure the assertion shows its output."""
+def run(command: list[str], env: dict, timeout: int = 900, expect: int = 0) -> subprocess.CompletedProcess:
+    """Runs one of nnU-Net's (or our) console scripts and checks its exit code (shows the output if it differs)."""
     exe = shutil.which(command[0], path=os.path.dirname(sys.executable)) or shutil.which(command[0])
     assert exe is not None, f"{command[0]} not found next to {sys.executable} or on PATH"
     proc = subprocess.run([exe, *command[1:]], env=env, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, f"{' '.join(command)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    assert proc.returncode == expect, f"{' '.join(command)} exited ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
     return proc
 
 
@@ -49,3 +49,20 @@ def phantom_env(tmp_path_factory) -> dict:
     write_phantom_dataset(env["nnUNet_raw"], 501, num_cases=8, shape=(40, 40, 40), seed=0)
     plan_and_preprocess(501, env)
     return env
+
+
+@pytest.fixture(scope="session")
+def pretrained(phantom_env) -> str:
+    """Fold folder of a short CMCL pretraining of dataset 501 through `nnUNetv2_train ... -tr nnUNetTrainerCMCL_test`."""
+    proc = run(["nnUNetv2_train", "501", "3d_fullres", "all", "-tr", "nnUNetTrainerCMCL_test", "-device", "cpu"],
+               phantom_env)
+    assert "CMCL config:" in proc.stdout and "segmentation validation is skipped" in proc.stdout
+    return os.path.join(phantom_env["nnUNet_results"], "Dataset501_CMCLPhantom",
+                        "nnUNetTrainerCMCL_test__nnUNetPlans__3d_fullres", "fold_all")
+
+
+@pytest.fixture(scope="session")
+def resenc_env(phantom_env) -> dict:
+    """phantom_env with nnU-Net's ResEnc M plans (nnUNetResEncUNetMPlans) of dataset 501 preprocessed too."""
+    plan_and_preprocess(501, phantom_env, ("3d_fullres",), planner="nnUNetPlannerResEncM")
+    return phantom_env

@@ -10,18 +10,12 @@ from nnunetv2.run.load_pretrained_weights import load_pretrained_weights
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-from conftest import run
-
 TRAINER = "nnUNetTrainerCMCL_test"  # tests/ext_trainers: 5 epochs x 40 iterations, 10 validation iterations
 
 
 @pytest.fixture(scope="module")
-def fold_folder(phantom_env):
-    proc = run(["nnUNetv2_train", "501", "3d_fullres", "all", "-tr", TRAINER, "-device", "cpu"], phantom_env)
-    assert "CMCL config:" in proc.stdout
-    assert "segmentation validation is skipped" in proc.stdout
-    return join(phantom_env["nnUNet_results"], "Dataset501_CMCLPhantom", f"{TRAINER}__nnUNetPlans__3d_fullres",
-                "fold_all")
+def fold_folder(pretrained):
+    return pretrained
 
 
 def test_outputs_of_a_pretraining_run(fold_folder):

@@ -17,10 +17,9 @@ DATASET = "Dataset501_CMCLPhantom"
 
 
 @pytest.fixture(scope="module")
-def env(phantom_env):
-    plan_and_preprocess(501, phantom_env, ("2d",))
-    plan_and_preprocess(501, phantom_env, ("3d_fullres",), planner="nnUNetPlannerResEncM")
-    return phantom_env
+def env(resenc_env):
+    plan_and_preprocess(501, resenc_env, ("2d",))
+    return resenc_env
 
 
 def make_trainer(env, monkeypatch, configuration, plans="nnUNetPlans", cls=nnUNetTrainerCMCL, dataset_json=None):

@@ -1,14 +1,12 @@
-"""A short CMCL run for the tests: found by nnU-Net through nnUNet_extTrainer like the shipped trainers."""
-import torch
-
+"""Short CMCL runs for the tests: found by nnU-Net through nnUNet_extTrainer like the shipped trainers."""
 from nnunet_cmcl.trainer import nnUNetTrainerCMCL
 
 
 class nnUNetTrainerCMCL_test(nnUNetTrainerCMCL):
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = 5
-        self.num_iterations_per_epoch = 40
-        self.num_val_iterations_per_epoch = 10
-        self.save_every = 2
+    overrides = {"num_epochs": 5, "num_iterations_per_epoch": 40, "num_val_iterations_per_epoch": 10,
+                 "save_every": 2}
+
+
+class nnUNetTrainerCMCL_smoke(nnUNetTrainerCMCL):
+    """One epoch of 4 iterations: for tests of the plumbing, not of learning."""
+    overrides = {"num_epochs": 1, "num_iterations_per_epoch": 4, "num_val_iterations_per_epoch": 2}

@@ -1,0 +1,413 @@
+"""Paired comparison of two nnU-Net trainers on the same folds, from nnU-Net's own validation summary.json files.
+
+Cases are paired by (fold, case identifier) and pooled over the requested folds. Per class, and for "mean":
+
+- a class's Dice is nnU-Net's per-case Dice; nnU-Net writes NaN (JSON ``NaN``) when reference and prediction are
+  both empty. Such cases are dropped pairwise for that class (if either trainer has NaN) and counted in
+  ``n_nan_dropped``, so a class's baseline and candidate means are over the same cases;
+- "mean" is, per case and per trainer, the mean of that case's class Dice values ignoring its NaN classes. A
+  trainer that predicts a class absent from the reference gets Dice 0 there instead of NaN, so false positives
+  on empty classes count against it. A case whose classes are all NaN for either trainer is dropped;
+- diff is candidate - baseline; the 95% CI is a percentile bootstrap of the mean paired difference over cases;
+  the p-value is scipy's two-sided Wilcoxon signed-rank test; differences with |diff| < 1e-8 are ties (and are
+  set to 0 for the test, whose default zero handling then drops them).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+import warnings
+from numbers import Integral
+
+import numpy as np
+from scipy.stats import wilcoxon
+
+from nnunet_cmcl.errors import CMCLInputError
+
+TIE = 1e-8
+MEAN = "mean"
+KNOWN_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".tif", ".tiff", ".png", ".bmp", ".npz", ".npy")
+COLUMNS = ("class", "baseline_dice", "candidate_dice", "diff", "ci_low", "ci_high", "p_wilcoxon",
+           "wins", "ties", "losses", "n", "n_nan_dropped", "note")
+
+
+# ---------------------------------------------------------------- loading
+
+def trainer_folder(results_dataset_folder: str, trainer: str, plans: str, configuration: str) -> str:
+    """nnU-Net's output folder of a trainer: <results>/<Dataset>/<trainer>__<plans>__<configuration>."""
+    return os.path.join(results_dataset_folder, f"{trainer}__{plans}__{configuration}")
+
+
+def default_output_folder(results_dataset_folder: str, baseline: str, candidate: str, plans: str,
+                          configuration: str) -> str:
+    """<results_dataset_folder>/cmcl_comparisons/<candidate>_vs_<baseline>__<plans>__<configuration>."""
+    return os.path.join(results_dataset_folder, "cmcl_comparisons",
+                        f"{candidate}_vs_{baseline}__{plans}__{configuration}")
+
+
+def normalize_fold(fold) -> int | str:
+    """0, '0' -> 0; 'all' -> 'all' (nnU-Net's fold names)."""
+    if isinstance(fold, str) and fold.strip().isdigit():
+        return int(fold)
+    if isinstance(fold, Integral) and not isinstance(fold, bool) and fold >= 0:
+        return int(fold)
+    if fold == "all":
+        return fold
+    raise CMCLInputError(f"fold {fold!r} is not a fold name of nnU-Net; give non-negative integers or 'all'")
+
+
+def _available_trainers(results_dataset_folder: str, plans: str, configuration: str) -> list[str]:
+    suffix = f"__{plans}__{configuration}"
+    return sorted(d[: -len(suffix)] for d in os.listdir(results_dataset_folder) if d.endswith(suffix))
+
+
+def load_fold_summary(results_dataset_folder: str, trainer: str, plans: str, configuration: str, fold) -> dict:
+    """nnU-Net's fold_<fold>/validation/summary.json of a trainer, as written (class keys are strings)."""
+    if not os.path.isdir(results_dataset_folder):
+        raise CMCLInputError(f"results folder {results_dataset_folder} does not exist; give "
+                             f"<nnUNet_results>/<DatasetXXX_Name> of a trained dataset")
+    folder = trainer_folder(results_dataset_folder, trainer, plans, configuration)
+    if not os.path.isdir(folder):
+        found = _available_trainers(results_dataset_folder, plans, configuration)
+        raise CMCLInputError(f"{folder} does not exist: there are no results of {trainer} with plans {plans} and "
+                             f"configuration {configuration}; check the names (trainers found with these plans "
+                             f"and configuration: {', '.join(found) or 'none'}) or train it first")
+    fold = normalize_fold(fold)
+    fold_folder = os.path.join(folder, f"fold_{fold}")
+    if not os.path.isdir(fold_folder):
+        raise CMCLInputError(f"fold {fold} of {trainer} does not exist ({fold_folder}); train it "
+                             f"(nnUNetv2_train ... {fold} -tr {trainer}) or leave the fold out with --folds")
+    summary_file = os.path.join(fold_folder, "validation", "summary.json")
+    if not os.path.isfile(summary_file):
+        raise CMCLInputError(f"fold {fold} of {trainer} has no validation/summary.json: the run is unfinished; "
+                             f"finish it (nnUNetv2_train ... {fold} -tr {trainer} --c, or --val if training "
+                             f"ended) or leave the fold out with --folds")
+    try:
+        with open(summary_file) as fh:
+            summary = json.load(fh)  # json reads nnU-Net's NaN
+    except json.JSONDecodeError as e:
+        raise CMCLInputError(f"{summary_file} is not valid JSON ({e}); rerun the validation "
+                             f"(nnUNetv2_train ... {fold} -tr {trainer} --val)") from None
+    if not isinstance(summary, dict) or not isinstance(summary.get("metric_per_case"), list):
+        raise CMCLInputError(f"{summary_file} has no 'metric_per_case' list: it is not nnU-Net's summary.json; "
+                             f"rerun the validation (nnUNetv2_train ... {fold} -tr {trainer} --val)")
+    return summary
+
+
+def file_ending_of(results_dataset_folder: str, trainer: str, plans: str, configuration: str) -> str | None:
+    """The file ending from the dataset.json nnU-Net copies into the trainer folder (None if absent)."""
+    path = os.path.join(trainer_folder(results_dataset_folder, trainer, plans, configuration), "dataset.json")
+    try:
+        with open(path) as fh:
+            return json.load(fh).get("file_ending")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return None
+
+
+# ---------------------------------------------------------------- pairing
+
+def case_id(path: str, file_ending: str | None = None) -> str:
+    """Basename of a prediction/reference file without its file ending."""
+    name = os.path.basename(path)
+    for ending in ((file_ending,) if file_ending else ()) + KNOWN_ENDINGS:
+        if name.endswith(ending) and len(name) > len(ending):
+            return name[: -len(ending)]
+    return os.path.splitext(name)[0]
+
+
+def _class_sort_key(key: str):
+    # nnU-Net's json has string keys sorted as text ("1", "10", "2"); order labels numerically, regions after them
+    digits = [int(p) for p in key.strip("()").replace(" ", "").split(",") if p.lstrip("-").isdigit()]
+    return (0 if key.lstrip("-").isdigit() else 1, digits, key)
+
+
+def _dice(value) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def _cases_of(summary: dict, file_ending: str | None) -> dict[str, dict[str, float]]:
+    """{case id: {class key: Dice}} of one summary."""
+    out = {}
+    for entry in summary["metric_per_case"]:
+        cid = case_id(entry.get("prediction_file") or entry["reference_file"], file_ending)
+        out[cid] = {str(k): _dice(m.get("Dice")) for k, m in entry["metrics"].items()}
+    return out
+
+
+def _few(ids) -> str:
+    ids = sorted(ids)
+    return ", ".join(ids[:5]) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "") if ids else "none"
+
+
+def _check_same(fold, base: dict, cand: dict) -> None:
+    if base.keys() != cand.keys():
+        raise CMCLInputError(f"fold {fold}: baseline and candidate were validated on different cases (only in "
+                             f"baseline: {_few(base.keys() - cand.keys())}; only in candidate: "
+                             f"{_few(cand.keys() - base.keys())}); compare runs trained with the same "
+                             f"splits_final.json")
+    for cid in base:
+        if base[cid].keys() != cand[cid].keys():
+            raise CMCLInputError(f"fold {fold}, case {cid}: baseline has classes {sorted(base[cid])} but candidate "
+                                 f"{sorted(cand[cid])}; compare runs of the same dataset with the same labels")
+
+
+def paired_cases(baseline_summaries: dict, candidate_summaries: dict,
+                 file_ending: str | None = None) -> list[dict]:
+    """[{fold, case, baseline: {class: Dice}, candidate: {class: Dice}}] paired by (fold, case id), in fold order."""
+    if list(baseline_summaries) != list(candidate_summaries):
+        raise CMCLInputError(f"baseline has folds {list(baseline_summaries)} but candidate "
+                             f"{list(candidate_summaries)}; give the same folds for both")
+    pairs = []
+    for fold in baseline_summaries:
+        base = _cases_of(baseline_summaries[fold], file_ending)
+        cand = _cases_of(candidate_summaries[fold], file_ending)
+        _check_same(fold, base, cand)
+        pairs += [{"fold": fold, "case": cid, "baseline": base[cid], "candidate": cand[cid]} for cid in sorted(base)]
+    return pairs
+
+
+def classes_of(pairs: list[dict]) -> list[str]:
+    """The class keys present in the pairs, labels numerically ordered."""
+    keys = {k for p in pairs for k in p["baseline"]}
+    return sorted(keys, key=_class_sort_key)
+
+
+def overall_dice(per_class: dict[str, float]) -> float:
+    """Mean of a case's class Dice values ignoring NaN classes (NaN when all are NaN)."""
+    values = [v for v in per_class.values() if not math.isnan(v)]
+    return sum(values) / len(values) if values else float("nan")
+
+
+# ---------------------------------------------------------------- statistics
+
+def bootstrap_ci(diffs: np.ndarray, n_bootstrap: int, seed: int, level: float = 0.95,
+                 chunk: int = 1000) -> tuple[float, float]:
+    """Percentile bootstrap CI of the mean of ``diffs`` (resampling cases with replacement)."""
+    if diffs.size == 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = np.empty(n_bootstrap)
+    for start in range(0, n_bootstrap, chunk):  # chunks bound memory to chunk x n cases
+        size = min(chunk, n_bootstrap - start)
+        means[start:start + size] = diffs[rng.integers(0, diffs.size, size=(size, diffs.size))].mean(axis=1)
+    alpha = (1 - level) / 2
+    low, high = np.percentile(means, [100 * alpha, 100 * (1 - alpha)])
+    return float(low), float(high)
+
+
+def wilcoxon_p(diffs: np.ndarray) -> tuple[float, str]:
+    """(two-sided Wilcoxon signed-rank p, note): 1.0 if all differences are ties, NaN below 2 pairs."""
+    if diffs.size < 2:
+        return float("nan"), f"Wilcoxon p not computed: {diffs.size} usable pair(s), needs at least 2"
+    d = np.where(np.abs(diffs) < TIE, 0.0, diffs)
+    if not np.any(d):
+        return 1.0, "all paired differences are ties: Wilcoxon p set to 1.0"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scipy warns about ties/zeros switching to the normal approximation
+        return float(wilcoxon(d, alternative="two-sided").pvalue), ""
+
+
+def _nan_note(n_dropped: int) -> str:
+    return (f"{n_dropped} case(s) dropped: NaN Dice (reference and prediction both empty) for at least one "
+            f"trainer" if n_dropped else "")
+
+
+def paired_stats(baseline: list[float], candidate: list[float], n_bootstrap: int, seed: int) -> dict:
+    """Means, mean difference with bootstrap CI, Wilcoxon p and W/T/L of paired values, NaN pairs dropped."""
+    b, c = np.asarray(baseline, dtype=float), np.asarray(candidate, dtype=float)
+    usable = ~(np.isnan(b) | np.isnan(c))
+    b, c = b[usable], c[usable]
+    diffs = c - b
+    p, p_note = wilcoxon_p(diffs)
+    low, high = bootstrap_ci(diffs, n_bootstrap, seed)
+    n_dropped = int((~usable).sum())
+    nan = float("nan")
+    return {"baseline_dice": float(b.mean()) if b.size else nan, "candidate_dice": float(c.mean()) if c.size else nan,
+            "diff": float(diffs.mean()) if diffs.size else nan, "ci_low": low, "ci_high": high, "p_wilcoxon": p,
+            "wins": int((diffs >= TIE).sum()), "ties": int((np.abs(diffs) < TIE).sum()),
+            "losses": int((diffs <= -TIE).sum()), "n": int(diffs.size), "n_nan_dropped": n_dropped,
+            "note": "; ".join(n for n in (p_note, _nan_note(n_dropped)) if n)}
+
+
+# ---------------------------------------------------------------- comparison
+
+def _check_settings(folds, n_bootstrap, seed) -> tuple[list, int, int]:
+    folds = list(dict.fromkeys(normalize_fold(f) for f in (folds if isinstance(folds, (list, tuple)) else [folds])))
+    if not folds:
+        raise CMCLInputError("no folds were given; give at least one fold, e.g. --folds 0 1 2 3 4")
+    if isinstance(n_bootstrap, bool) or not isinstance(n_bootstrap, Integral) or n_bootstrap < 1:
+        raise CMCLInputError(f"n_bootstrap {n_bootstrap!r} is not a positive integer; give e.g. 10000")
+    if isinstance(seed, bool) or not isinstance(seed, Integral) or seed < 0:
+        raise CMCLInputError(f"seed {seed!r} is not a non-negative integer; give e.g. 0")
+    return folds, int(n_bootstrap), int(seed)
+
+
+def compare(results_dataset_folder: str, baseline: str, candidate: str, plans: str, configuration: str,
+            folds, n_bootstrap: int = 10000, seed: int = 0) -> dict:
+    """Loads both trainers' fold summaries, pairs cases and computes per-class and overall paired statistics."""
+    folds, n_bootstrap, seed = _check_settings(folds, n_bootstrap, seed)
+    args = (plans, configuration)
+    base = {f: load_fold_summary(results_dataset_folder, baseline, *args, f) for f in folds}
+    cand = {f: load_fold_summary(results_dataset_folder, candidate, *args, f) for f in folds}
+    ending = (file_ending_of(results_dataset_folder, baseline, *args)
+              or file_ending_of(results_dataset_folder, candidate, *args))
+    pairs = paired_cases(base, cand, ending)
+    classes = classes_of(pairs)
+    for p in pairs:
+        for side in ("baseline", "candidate"):
+            p[side][MEAN] = overall_dice({k: p[side][k] for k in classes})
+    rows = [{"class": k, **paired_stats([p["baseline"][k] for p in pairs], [p["candidate"][k] for p in pairs],
+                                        n_bootstrap, seed)} for k in classes + [MEAN]]
+    return {"dataset": os.path.basename(os.path.normpath(results_dataset_folder)),
+            "results_dataset_folder": os.path.abspath(results_dataset_folder), "baseline": baseline,
+            "candidate": candidate, "plans": plans, "configuration": configuration, "folds": folds,
+            "n_cases": len(pairs), "n_bootstrap": n_bootstrap, "seed": seed, "confidence_level": 0.95,
+            "file_ending": ending, "classes": classes, "rows": rows, "cases": pairs,
+            "definitions": _definitions()}
+
+
+def _definitions() -> dict[str, str]:
+    return {"diff": "candidate - baseline, mean over paired cases",
+            "ci": "95% percentile bootstrap CI of the mean paired difference, resampling cases",
+            "p_wilcoxon": "two-sided Wilcoxon signed-rank test (scipy), ties (|diff| < 1e-8) dropped",
+            "wins/ties/losses": "cases where candidate is better / within 1e-8 / worse",
+            "mean": "per case and trainer, mean of the class Dice values ignoring NaN classes",
+            "nan": "NaN Dice (empty reference and prediction) is dropped pairwise per class; counted in "
+                   "n_nan_dropped"}
+
+
+# ---------------------------------------------------------------- output
+
+def _fmt(value: float, spec: str = ".4f") -> str:
+    return "n/a" if value is None or math.isnan(value) else format(value, spec)
+
+
+def _fmt_p(p: float) -> str:
+    return "n/a" if math.isnan(p) else ("<0.0001" if p < 1e-4 else f"{p:.4f}")
+
+
+def format_table(result: dict) -> str:
+    """The markdown table (one row per class, then "mean"), followed by the rows' notes if there are any."""
+    head = "| class | baseline Dice | candidate Dice | diff | 95% CI | Wilcoxon p | W/T/L | n |"
+    lines = [head, "|" + "---|" * 8]
+    for r in result["rows"]:
+        ci = f"[{_fmt(r['ci_low'], '+.4f')}, {_fmt(r['ci_high'], '+.4f')}]"
+        lines.append(f"| {r['class']} | {_fmt(r['baseline_dice'])} | {_fmt(r['candidate_dice'])} | "
+                     f"{_fmt(r['diff'], '+.4f')} | {ci} | {_fmt_p(r['p_wilcoxon'])} | "
+                     f"{r['wins']}/{r['ties']}/{r['losses']} | {r['n']} |")
+    notes = [f"- {r['class']}: {r['note']}" for r in result["rows"] if r["note"]]
+    return "\n".join(lines + ([""] + notes if notes else []))
+
+
+def _markdown(result: dict) -> str:
+    folds = ", ".join(str(f) for f in result["folds"])
+    header = [f"# {result['candidate']} vs {result['baseline']}", "",
+              f"- dataset: {result['dataset']}", f"- configuration: {result['configuration']}",
+              f"- plans: {result['plans']}", f"- folds: {folds}", f"- baseline: {result['baseline']}",
+              f"- candidate: {result['candidate']}", f"- cases: {result['n_cases']} (paired, pooled over folds)",
+              f"- bootstrap: {result['n_bootstrap']} resamples, seed {result['seed']}", ""]
+    definitions = ["", "Definitions:", ""] + [f"- {k}: {v}" for k, v in result["definitions"].items()]
+    return "\n".join(header + [format_table(result)] + definitions) + "\n"
+
+
+def _csv(result: dict) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    for r in result["rows"]:  # NaN as an empty cell, readable by any CSV reader
+        writer.writerow(["" if isinstance(r[c], float) and math.isnan(r[c]) else r[c] for c in COLUMNS])
+    return buf.getvalue()
+
+
+def _nan_to_none(obj):
+    # strict JSON has no NaN; null keeps comparison.json readable by every JSON parser
+    if isinstance(obj, float) and math.isnan(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _nan_to_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_nan_to_none(v) for v in obj]
+    return obj
+
+
+def _plot(result: dict, path: str) -> None:
+    """Left: per-case overall Dice, a line per case; right: per-class boxes of both trainers side by side."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure  # no pyplot: no global backend or figure state is touched
+
+    fig = Figure(figsize=(12, 5), dpi=100)
+    FigureCanvasAgg(fig)
+    left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 2]})
+    for p in result["cases"]:
+        b, c = p["baseline"][MEAN], p["candidate"][MEAN]
+        if math.isnan(b) or math.isnan(c):
+            continue
+        color = "tab:green" if c - b >= TIE else ("tab:red" if b - c >= TIE else "tab:gray")
+        left.plot([0, 1], [b, c], "-o", color=color, alpha=0.6, markersize=3)
+    left.set_xticks([0, 1], [result["baseline"], result["candidate"]], fontsize=8)
+    left.set_xlim(-0.3, 1.3)
+    left.set_ylabel("Dice (mean over classes, per case)")
+    left.set_title("paired cases (green: candidate better)")
+    _boxes(right, result)
+    fig.suptitle(f"{result['dataset']} {result['configuration']}, folds "
+                 f"{', '.join(str(f) for f in result['folds'])}, {result['n_cases']} cases")
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+
+
+def _boxes(ax, result: dict) -> None:
+    labels = result["classes"] + [MEAN]
+    for side, offset, color in (("baseline", -0.2, "tab:blue"), ("candidate", 0.2, "tab:orange")):
+        data, positions = [], []
+        for i, k in enumerate(labels):
+            # the cases the table uses: NaN for either trainer dropped pairwise
+            values = [p[side][k] for p in result["cases"]
+                      if not (math.isnan(p["baseline"][k]) or math.isnan(p["candidate"][k]))]
+            if values:
+                data.append(values)
+                positions.append(i + offset)
+        if data:
+            ax.boxplot(data, positions=positions, widths=0.35, patch_artist=True,
+                       boxprops={"facecolor": color, "alpha": 0.5}, medianprops={"color": "black"})
+        ax.plot([], [], "s", color=color, alpha=0.5, label=result[side])
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set_xlim(-0.7, len(labels) - 0.3)
+    ax.set_xlabel("class")
+    ax.set_ylabel("Dice per case")
+    ax.set_title("per class (cases usable for both trainers)")
+    ax.legend(fontsize=8)
+
+
+def _write_atomically(path: str, write) -> None:
+    # temp name in the same folder + os.replace: a crash never leaves a half-written report file behind
+    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=os.path.dirname(path))
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def _write_text(text: str):
+    def write(tmp: str) -> None:
+        with open(tmp, "w", newline="") as fh:
+            fh.write(text)
+    return write
+
+
+def write_report(result: dict, output_folder: str) -> dict[str, str]:
+    """Writes comparison.md, .csv, .json and .png into output_folder; returns {'md'|'csv'|'json'|'png': path}."""
+    os.makedirs(output_folder, exist_ok=True)
+    paths = {ext: os.path.join(output_folder, f"comparison.{ext}") for ext in ("md", "csv", "json", "png")}
+    _write_atomically(paths["md"], _write_text(_markdown(result)))
+    _write_atomically(paths["csv"], _write_text(_csv(result)))
+    _write_atomically(paths["json"], _write_text(json.dumps(_nan_to_none(result), indent=2, allow_nan=False) + "\n"))
+    _write_atomically(paths["png"], lambda tmp: _plot(result, tmp))
+    return paths

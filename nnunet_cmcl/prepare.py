@@ -1,0 +1,128 @@
+"""`nnunet-cmcl prepare`: a (larger, possibly unlabeled) pretraining dataset, preprocessed with the target's plans.
+
+Steps: check that both datasets have the same channels in the same order; move the target's plans onto the
+pretraining dataset with nnU-Net's own ``move_plans_between_datasets``; preprocess it with those plans (nnU-Net's
+preprocessing; images only when there is no ``labelsTr``); write the pretraining plans (``plans/``).
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import shutil
+
+from batchgenerators.utilities.file_and_folder_operations import isdir, isfile, join, load_json, save_json
+from nnunetv2.experiment_planning.plans_for_pretraining.move_plans_between_datasets import \
+    move_plans_between_datasets
+from nnunetv2.paths import nnUNet_preprocessed, nnUNet_raw
+from nnunetv2.preprocessing.preprocessors.default_preprocessor import DefaultPreprocessor
+from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2, comp_blosc2_params
+from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+from nnunetv2.utilities.utils import (create_lists_from_splitted_dataset_folder,
+                                      get_identifiers_from_splitted_dataset_folder)
+
+from nnunet_cmcl.errors import CMCLInputError
+from nnunet_cmcl.plans.pretraining import derive_pretraining_plans
+
+
+def dataset_name(dataset: str | int) -> str:
+    try:
+        return maybe_convert_to_dataset_name(int(dataset) if str(dataset).isdigit() else dataset)
+    except RuntimeError:
+        raise CMCLInputError(f"dataset {dataset} is not in nnUNet_raw or nnUNet_preprocessed; check the id and "
+                             f"the nnUNet_* paths") from None
+
+
+def channel_list(dataset_json: dict) -> list[str]:
+    names = dataset_json["channel_names"]
+    return [str(names[k]) for k in sorted(names, key=int)]
+
+
+def _preprocess_images_only_case(args) -> str:
+    """One case without label: nnU-Net's run_case with no segmentation (as for inference), saved as training data."""
+    identifier, files, output_folder, plans, configuration, dataset_json = args
+    manager = PlansManager(plans)
+    conf = manager.get_configuration(configuration)
+    data, seg, properties = DefaultPreprocessor(verbose=False).run_case(files, None, manager, conf, dataset_json)
+    # no labels: no foreground locations to oversample (CMCL samples patches uniformly anyway)
+    properties["class_locations"] = {label: [] for label in manager.get_label_manager(dataset_json).foreground_labels}
+    # chunking as nnU-Net's run_case_save does it, for its patch-wise reads
+    blocks, chunks = comp_blosc2_params(data.shape, tuple(conf.patch_size), 4)
+    blocks_seg, chunks_seg = comp_blosc2_params(seg.shape, tuple(conf.patch_size), seg.itemsize)
+    nnUNetDatasetBlosc2.save_case(data.astype("float32"), seg, properties, join(output_folder, identifier),
+                                  chunks=chunks, blocks=blocks, chunks_seg=chunks_seg, blocks_seg=blocks_seg)
+    return identifier
+
+
+def preprocess_images_only(name: str, plans: dict, configuration: str, dataset_json: dict, processes: int) -> int:
+    """Preprocesses every case of imagesTr into nnUNet_preprocessed/<name>/<data_identifier>; returns the count.
+
+    Writes to a temporary folder renamed at the end, so an interrupted run leaves no half-written dataset.
+    """
+    images = join(nnUNet_raw, name, "imagesTr")
+    ending = dataset_json["file_ending"]
+    identifiers = get_identifiers_from_splitted_dataset_folder(images, ending)
+    files = create_lists_from_splitted_dataset_folder(images, ending, identifiers)
+    if len(identifiers) == 0:
+        raise CMCLInputError(f"{images} holds no {ending} images; put the pretraining cases there")
+    output = join(nnUNet_preprocessed, name, plans["configurations"][configuration]["data_identifier"])
+    tmp = output + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    jobs = [(i, f, tmp, plans, configuration, dataset_json) for i, f in zip(identifiers, files)]
+    with multiprocessing.get_context("spawn").Pool(processes) as pool:
+        for n, identifier in enumerate(pool.imap_unordered(_preprocess_images_only_case, jobs), 1):
+            print(f"[prepare] preprocessed {identifier} ({n}/{len(jobs)})", flush=True)
+    shutil.rmtree(output, ignore_errors=True)
+    os.replace(tmp, output)
+    return len(identifiers)
+
+
+def prepare(target: str, pretrain: str, configuration: str = "3d_fullres", plans_identifier: str = "nnUNetPlans",
+            processes: int = 4) -> str:
+    """Prepares ``pretrain`` for CMCL pretraining with the plans of ``target``; returns the nnUNetv2_train command."""
+    target_name, pretrain_name = dataset_name(target), dataset_name(pretrain)
+    if target_name == pretrain_name:
+        raise CMCLInputError(f"-s and -t are both {target_name}; pretrain on the target itself without prepare")
+    target_plans_file = join(nnUNet_preprocessed, target_name, plans_identifier + ".json")
+    if not isfile(target_plans_file):
+        raise CMCLInputError(f"{target_plans_file} does not exist; run nnUNetv2_plan_and_preprocess -d {target} first")
+    target_json = load_json(join(nnUNet_preprocessed, target_name, "dataset.json"))
+    raw_json_file = join(nnUNet_raw, pretrain_name, "dataset.json")
+    if not isfile(raw_json_file):
+        raise CMCLInputError(f"{raw_json_file} does not exist; write the pretraining dataset in nnUNet_raw format")
+    pretrain_json = load_json(raw_json_file)
+    pretrain_json.setdefault("labels", target_json["labels"])  # nnU-Net's trainer needs a label set, even unused
+    if channel_list(pretrain_json) != channel_list(target_json):
+        raise CMCLInputError(
+            f"pretraining dataset {pretrain_name} has channels ({', '.join(channel_list(pretrain_json))}), target "
+            f"{target_name} has ({', '.join(channel_list(target_json))}); give the pretraining images the target's "
+            f"channel order (file suffix _0000 = {channel_list(target_json)[0]}, ...)")
+    if configuration not in load_json(target_plans_file)["configurations"]:
+        raise CMCLInputError(f"configuration {configuration} is not in {target_plans_file}")
+
+    folder = join(nnUNet_preprocessed, pretrain_name)
+    os.makedirs(folder, exist_ok=True)
+    moved_file = join(folder, plans_identifier + ".json")
+    if isfile(moved_file):
+        print(f"[prepare] {moved_file} exists: kept (delete it to move the plans again)")
+    else:
+        move_plans_between_datasets(target_name, pretrain_name, plans_identifier, plans_identifier)
+        print(f"[prepare] moved {plans_identifier} of {target_name} onto {pretrain_name}")
+    plans = load_json(moved_file)
+    if isdir(join(nnUNet_raw, pretrain_name, "labelsTr")):
+        from nnunetv2.experiment_planning.plan_and_preprocess_api import preprocess_dataset
+
+        preprocess_dataset(int(pretrain_name[7:10]), plans_identifier, [configuration], [processes])
+    else:
+        save_json(pretrain_json, join(folder, "dataset.json"), sort_keys=False)
+        # the plans (normalisation included) come from the target's fingerprint, so it describes them
+        shutil.copyfile(join(nnUNet_preprocessed, target_name, "dataset_fingerprint.json"),
+                        join(folder, "dataset_fingerprint.json"))
+        n = preprocess_images_only(pretrain_name, plans, configuration, pretrain_json, processes)
+        print(f"[prepare] {n} unlabeled cases preprocessed")
+    derived, report = derive_pretraining_plans(plans, configuration, pretrain_json)
+    save_json(derived, join(folder, derived["plans_name"] + ".json"), sort_keys=False)
+    print(f"[prepare] pretraining plans {derived['plans_name']}: {report}")
+    return (f"nnUNetv2_train {pretrain_name[7:10]} {configuration} all -tr nnUNetTrainerCMCL "
+            f"-p {derived['plans_name']}")

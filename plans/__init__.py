@@ -1,0 +1,1 @@
+"""Pretraining plans derivation (installed as ``nnunet_cmcl.plans``)."""

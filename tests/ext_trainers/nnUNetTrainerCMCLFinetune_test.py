@@ -1,0 +1,20 @@
+"""Short segmentation runs for the tests: fine-tuning from CMCL and the vanilla baseline with the same budget."""
+import torch
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+from nnunet_cmcl.finetune import nnUNetTrainerCMCLFinetune
+
+BUDGET = {"num_epochs": 2, "num_iterations_per_epoch": 10, "num_val_iterations_per_epoch": 3}
+
+
+class nnUNetTrainerCMCLFinetune_test(nnUNetTrainerCMCLFinetune):
+    warmup_epochs = 1
+    freeze_encoder_epochs = 1
+    overrides = BUDGET
+
+
+class nnUNetTrainer_test(nnUNetTrainer):
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        vars(self).update(BUDGET)

@@ -1,0 +1,60 @@
+"""Two CPU processes (gloo): the gathered CMCL loss and gradients equal one process on the whole batch."""
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+
+from nnunet_cmcl.losses import cmcl_loss
+
+WORLD = 2
+V, B, M, D = 2, 3, 4, 8  # per-rank batch B
+
+
+def make_inputs():
+    g = torch.Generator().manual_seed(0)
+    global_ = F.normalize(torch.randn(V, WORLD * B, D, generator=g), dim=-1)
+    dense = F.normalize(torch.randn(V, WORLD * B, M, D, generator=g), dim=-1)
+    positions = torch.randint(0, 3, (WORLD * B, M, 3), generator=g)
+    cases = torch.tensor([11, 12, 13, 11, 14, 15])  # samples 0 and 3, on different ranks, share a case
+    return global_, dense, positions, cases
+
+
+def losses_and_grads(global_, dense, positions, cases):
+    global_, dense = global_.clone().requires_grad_(), dense.clone().requires_grad_()
+    losses = cmcl_loss({"global": global_, "dense": dense, "positions": positions}, 0.1, 1.0, 0.5, 1.5, cases)
+    losses["loss"].backward()
+    return {k: v.item() for k, v in losses.items()}, global_.grad, dense.grad
+
+
+def worker(rank, port, out_dir):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    try:
+        global_, dense, positions, cases = make_inputs()
+        part = slice(rank * B, (rank + 1) * B)
+        losses, g_grad, d_grad = losses_and_grads(global_[:, part], dense[:, part], positions[part], cases[part])
+        torch.save((rank, losses, g_grad, d_grad), os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_ranks_equal_one_process(tmp_path):
+    single_losses, single_g, single_d = losses_and_grads(*make_inputs())
+    mp.start_processes(worker, args=(free_port(), str(tmp_path)), nprocs=WORLD, join=True, start_method="spawn")
+    results = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
+    for key in single_losses:  # DDP averages: the mean of the ranks' losses is the single-process loss
+        assert sum(r[1][key] for r in results) / WORLD == pytest.approx(single_losses[key], rel=1e-5)
+    # each rank's gradient sums every rank's loss through the gather; DDP's averaging divides by WORLD
+    g = torch.cat([r[2] for r in results], dim=1) / WORLD
+    d = torch.cat([r[3] for r in results], dim=1) / WORLD
+    assert torch.allclose(g, single_g, atol=1e-6) and torch.allclose(d, single_d, atol=1e-6)
