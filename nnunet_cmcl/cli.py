@@ -87,6 +87,64 @@ def _cmd_pretrain_plans(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_splits(args: argparse.Namespace) -> int:
+    from batchgenerators.utilities.file_and_folder_operations import join
+    from nnunetv2.paths import nnUNet_preprocessed
+
+    from nnunet_cmcl.prepare import dataset_name
+    from nnunet_cmcl.splits import describe_folds, write_label_fraction_folds
+
+    folder = join(nnUNet_preprocessed, dataset_name(args.d))
+    print("\n".join(describe_folds(write_label_fraction_folds(folder, args.fractions, args.seed, args.folds))))
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from batchgenerators.utilities.file_and_folder_operations import join
+    from nnunetv2.paths import nnUNet_results
+
+    from nnunet_cmcl.compare import compare, default_output_folder, format_table, trainer_folder, write_report
+    from nnunet_cmcl.prepare import dataset_name
+
+    results = join(nnUNet_results, dataset_name(args.d))
+    folds = args.folds
+    if folds is None:  # the folds both trainers have a folder for
+        def fold_names(trainer):
+            folder = trainer_folder(results, trainer, args.p, args.c)
+            return {f[5:] for f in os.listdir(folder) if f.startswith("fold_")} if os.path.isdir(folder) else set()
+        folds = sorted(fold_names(args.baseline) & fold_names(args.candidate), key=lambda f: (not f.isdigit(), f.zfill(4)))
+        if not folds:
+            raise CMCLInputError(f"{args.baseline} and {args.candidate} share no trained fold of {args.p} {args.c} in "
+                                 f"{results}; train both on the same folds first")
+    result = compare(results, args.baseline, args.candidate, args.p, args.c, folds, args.bootstrap, args.seed)
+    output = args.o or default_output_folder(results, args.baseline, args.candidate, args.p, args.c)
+    paths = write_report(result, output)
+    print(format_table(result))
+    print(f"written: {', '.join(paths.values())}")
+    return 0
+
+
+def _cmd_experiment(args: argparse.Namespace) -> int:
+    from nnunet_cmcl.experiment import check_inputs, execute, plan_runs
+
+    name = check_inputs(args.d, args.c, args.p)
+    runs, _ = plan_runs(name, args.c, args.p, args.folds, args.fractions, args.seed, args.pretrainer, args.finetuner,
+                        args.baseline)
+    from nnunetv2.paths import nnUNet_results
+
+    execute(runs, args.d, args.c, args.p, args.device, os.path.join(str(nnUNet_results), name, "cmcl_logs"))
+    folds = sorted({r.fold for r in runs if r.fold != "all"}, key=int)
+    return _cmd_compare(argparse.Namespace(d=args.d, c=args.c, p=args.p, baseline=args.baseline,
+                                           candidate=args.finetuner, folds=folds, bootstrap=10000, seed=0, o=None))
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from nnunet_cmcl.demo import run_demo
+
+    run_demo(args.workdir, args.kind, args.cases, args.fraction, args.seed, args.device)
+    return 0
+
+
 def _target_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="a checkpoint_*.pth")
     p.add_argument("-d", required=True, help="target dataset name or id")
@@ -128,6 +186,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-c", default="3d_fullres", help="configuration (default 3d_fullres)")
     p.add_argument("-p", default="nnUNetPlans", help="plans identifier (default nnUNetPlans)")
     p.set_defaults(func=_cmd_pretrain_plans)
+    p = sub.add_parser("splits", help="add low-label folds to splits_final.json (subsets of existing folds' training sets)")
+    p.add_argument("-d", required=True, help="dataset name or id (preprocessed, with splits_final.json)")
+    p.add_argument("--fractions", type=float, nargs="+", required=True, help="training fractions, e.g. 0.1 0.25")
+    p.add_argument("--seed", type=int, default=0, help="subset seed (default 0)")
+    p.add_argument("--folds", type=int, nargs="+", default=None, help="source folds (default: every original fold)")
+    p.set_defaults(func=_cmd_splits)
+    p = sub.add_parser("compare", help="paired comparison of two trainers on the same folds: table, plot, statistics")
+    p.add_argument("-d", required=True, help="dataset name or id")
+    p.add_argument("-c", default="3d_fullres", help="configuration (default 3d_fullres)")
+    p.add_argument("-p", default="nnUNetPlans", help="plans identifier (default nnUNetPlans)")
+    p.add_argument("--baseline", default="nnUNetTrainer", help="baseline trainer (default nnUNetTrainer)")
+    p.add_argument("--candidate", default="nnUNetTrainerCMCLFinetune", help="candidate trainer")
+    p.add_argument("--folds", nargs="+", default=None, help="folds (default: all folds both trainers have)")
+    p.add_argument("--bootstrap", type=int, default=10000, help="bootstrap resamples (default 10000)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument("-o", default=None, help="output folder (default: nnUNet_results/<dataset>/cmcl_comparisons/...)")
+    p.set_defaults(func=_cmd_compare)
+    p = sub.add_parser("experiment", help="the whole study: pretrain once, fine-tune and baseline per fold and "
+                                          "fraction, compare (skips finished runs, resumes stopped ones)")
+    p.add_argument("-d", required=True, help="dataset name or id (planned and preprocessed)")
+    p.add_argument("-c", default="3d_fullres", help="configuration (default 3d_fullres)")
+    p.add_argument("-p", default="nnUNetPlans", help="plans identifier (default nnUNetPlans)")
+    p.add_argument("--folds", type=int, nargs="+", default=[0], help="folds (default 0)")
+    p.add_argument("--fractions", type=float, nargs="+", default=[1.0], help="label fractions, 1 = the whole fold")
+    p.add_argument("--seed", type=int, default=0, help="seed of the label-fraction subsets (default 0)")
+    p.add_argument("--pretrainer", default="nnUNetTrainerCMCL")
+    p.add_argument("--finetuner", default="nnUNetTrainerCMCLFinetune")
+    p.add_argument("--baseline", default="nnUNetTrainer")
+    p.add_argument("-device", "--device", default="cuda", choices=("cuda", "cpu", "mps"))
+    p.set_defaults(func=_cmd_experiment)
+    p = sub.add_parser("demo", help="from nothing to a comparison on built-in data, on the CPU (about 20 min)")
+    p.add_argument("--workdir", default="cmcl_demo", help="folder for nnU-Net's data and results (default cmcl_demo)")
+    p.add_argument("--kind", default="brain", choices=("brain", "phantom"), help="built-in dataset (default brain)")
+    p.add_argument("--cases", type=int, default=20)
+    p.add_argument("--fraction", type=float, default=0.25, help="label fraction of fold 0 (default 0.25)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.set_defaults(func=_cmd_demo)
     return parser
 
 

@@ -78,8 +78,10 @@ class nnUNetTrainerCMCLFinetune(nnUNetTrainer):
         return getattr(module, "_orig_mod", module)
 
     def on_train_start(self):
-        # recorded before super() writes debug.json, which stores every plain attribute of the trainer
-        self.pretrained_source = self._describe_pretrained_weights()
+        # recorded before super() writes debug.json, which stores every plain attribute of the trainer;
+        # a resumed run (--c) has trained weights: its source was recorded when it started
+        self.pretrained_source = self._describe_pretrained_weights() if self.current_epoch == 0 else \
+            {"resumed_at_epoch": self.current_epoch}
         super().on_train_start()
         self.print_to_log_file(f"warm-up epochs: {self.warmup_epochs}, encoder frozen for the first "
                                f"{self.freeze_encoder_epochs} epochs")

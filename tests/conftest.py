@@ -66,3 +66,20 @@ def resenc_env(phantom_env) -> dict:
     """phantom_env with nnU-Net's ResEnc M plans (nnUNetResEncUNetMPlans) of dataset 501 preprocessed too."""
     plan_and_preprocess(501, phantom_env, ("3d_fullres",), planner="nnUNetPlannerResEncM")
     return phantom_env
+
+
+@pytest.fixture(scope="session")
+def finetuned(phantom_env, pretrained) -> str:
+    """Fold 0 of 501 fine-tuned from the CMCL checkpoint with `-tr nnUNetTrainerCMCLFinetune_test`: its folder."""
+    run(["nnUNetv2_train", "501", "3d_fullres", "0", "-tr", "nnUNetTrainerCMCLFinetune_test", "-pretrained_weights",
+         os.path.join(pretrained, "checkpoint_final.pth"), "-device", "cpu"], phantom_env)
+    return os.path.join(phantom_env["nnUNet_results"], "Dataset501_CMCLPhantom",
+                        "nnUNetTrainerCMCLFinetune_test__nnUNetPlans__3d_fullres", "fold_0")
+
+
+@pytest.fixture(scope="session")
+def baseline(phantom_env) -> str:
+    """Fold 0 of 501 trained from scratch with the same budget (`-tr nnUNetTrainer_test`): its folder."""
+    run(["nnUNetv2_train", "501", "3d_fullres", "0", "-tr", "nnUNetTrainer_test", "-device", "cpu"], phantom_env)
+    return os.path.join(phantom_env["nnUNet_results"], "Dataset501_CMCLPhantom",
+                        "nnUNetTrainer_test__nnUNetPlans__3d_fullres", "fold_0")

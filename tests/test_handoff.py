@@ -46,12 +46,8 @@ def test_stock_trainer_loads_every_encoder_weight(phantom_env, checkpoint, monke
     assert encoder and all(torch.equal(v, weights[f"encoder.{k}"]) for k, v in encoder.items())
 
 
-def test_finetune_records_its_source_then_predicts(phantom_env, checkpoint):
-    results = join(phantom_env["nnUNet_results"], "Dataset501_CMCLPhantom")
-    before = {f: os.path.getmtime(f) for f in glob.glob(join(results, "*", "**"), recursive=True)}
-    run(["nnUNetv2_train", "501", "3d_fullres", "0", "-tr", "nnUNetTrainerCMCLFinetune_test",
-         "-pretrained_weights", checkpoint, "-device", "cpu"], phantom_env)
-    fold = join(results, "nnUNetTrainerCMCLFinetune_test__nnUNetPlans__3d_fullres", "fold_0")
+def test_finetune_records_its_source_then_predicts(phantom_env, checkpoint, baseline, finetuned):
+    fold = finetuned
     log = open(glob.glob(join(fold, "training_log_*.txt"))[0]).read()
     recorded = json.loads(log.split("pretrained weights: ")[1].splitlines()[0])
     assert recorded["path"] == os.path.abspath(checkpoint)
@@ -60,9 +56,9 @@ def test_finetune_records_its_source_then_predicts(phantom_env, checkpoint):
     assert recorded["cmcl_config"]["temperature"] == 0.1 and len(recorded["sha256"]) == 64
     assert "sha256" in load_json(join(fold, "debug.json"))["pretrained_source"]
     assert os.path.isfile(join(fold, "validation", "summary.json"))  # nnU-Net's own final validation ran
-    # every file written lies in the fine-tuning trainer's own folder: other trainers' results are untouched
-    changed = [f for f in glob.glob(join(results, "*", "**"), recursive=True) if before.get(f) != os.path.getmtime(f)]
-    assert changed and all("nnUNetTrainerCMCLFinetune_test__" in f for f in changed)
+    # the vanilla run of the same fold keeps its own folder, untouched by the fine-tuning
+    baseline_log = open(glob.glob(join(baseline, "training_log_*.txt"))[0]).read()
+    assert os.path.isfile(join(baseline, "validation", "summary.json")) and "pretrained weights:" not in baseline_log
     out = run(["nnunet-cmcl", "inspect", join(fold, "checkpoint_final.pth")], phantom_env).stdout  # numpy in logs
     assert "nnUNetTrainerCMCLFinetune_test" in out
 
@@ -144,10 +140,11 @@ def test_prepare_unlabeled_dataset_then_pretrain_and_finetune_target(phantom_env
     checkpoint = join(phantom_env["nnUNet_results"], "Dataset601_Unlabeled",
                       "nnUNetTrainerCMCL_smoke__nnUNetPlans_CMCL__3d_fullres", "fold_all", "checkpoint_final.pth")
     assert "OK" in run(["nnunet-cmcl", "verify", checkpoint, "-d", "501", "-c", "3d_fullres"], phantom_env).stdout
-    run(["nnUNetv2_train", "501", "3d_fullres", "0", "-tr", "nnUNetTrainer_test", "-pretrained_weights", checkpoint,
-         "-device", "cpu"], phantom_env)
+    run(["nnUNetv2_train", "501", "3d_fullres", "1", "-tr", "nnUNetTrainerCMCLFinetune_test", "-pretrained_weights",
+         checkpoint, "-device", "cpu"], phantom_env)
     assert os.path.isfile(join(phantom_env["nnUNet_results"], "Dataset501_CMCLPhantom",
-                               "nnUNetTrainer_test__nnUNetPlans__3d_fullres", "fold_0", "checkpoint_final.pth"))
+                               "nnUNetTrainerCMCLFinetune_test__nnUNetPlans__3d_fullres", "fold_1",
+                               "checkpoint_final.pth"))
 
 
 def test_prepare_refuses_other_channel_order(phantom_env):

@@ -1,6 +1,5 @@
 """nnUNetTrainerCMCL on real nnU-Net plans and data: default and ResEnc plans, 2d and 3d_fullres."""
 import copy
-import os
 
 import pytest
 import torch
