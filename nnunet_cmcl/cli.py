@@ -116,8 +116,11 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         if not folds:
             raise CMCLInputError(f"{args.baseline} and {args.candidate} share no trained fold of {args.p} {args.c} in "
                                  f"{results}; train both on the same folds first")
-    result = compare(results, args.baseline, args.candidate, args.p, args.c, folds, args.bootstrap, args.seed)
+    result = compare(results, args.baseline, args.candidate, args.p, args.c, folds, args.bootstrap, args.seed,
+                     args.validation)
     output = args.o or default_output_folder(results, args.baseline, args.candidate, args.p, args.c)
+    if args.validation != "validation":
+        output += f"__{args.validation}"
     paths = write_report(result, output)
     print(format_table(result))
     print(f"written: {', '.join(paths.values())}")
@@ -135,7 +138,16 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
     execute(runs, args.d, args.c, args.p, args.device, os.path.join(str(nnUNet_results), name, "cmcl_logs"))
     folds = sorted({r.fold for r in runs if r.fold != "all"}, key=int)
     return _cmd_compare(argparse.Namespace(d=args.d, c=args.c, p=args.p, baseline=args.baseline,
-                                           candidate=args.finetuner, folds=folds, bootstrap=10000, seed=0, o=None))
+                                           candidate=args.finetuner, folds=folds, bootstrap=10000, seed=0, o=None,
+                                           validation="validation"))
+
+
+def _cmd_evaluate_missing(args: argparse.Namespace) -> int:
+    from nnunet_cmcl.missing import evaluate_missing
+
+    summary = evaluate_missing(args.d, args.c, args.tr, args.f, args.drop, args.p, args.device)
+    print(f"written {summary}; compare trainers on it with --validation validation_missing_{args.drop}")
+    return 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -202,7 +214,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bootstrap", type=int, default=10000, help="bootstrap resamples (default 10000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     p.add_argument("-o", default=None, help="output folder (default: nnUNet_results/<dataset>/cmcl_comparisons/...)")
+    p.add_argument("--validation", default="validation",
+                   help="which evaluation of each fold: nnU-Net's 'validation' (default) or e.g. "
+                        "'validation_missing_T2' written by evaluate-missing")
     p.set_defaults(func=_cmd_compare)
+    p = sub.add_parser("evaluate-missing", help="a fold's validation with one modality removed (nnU-Net's predictor "
+                                                "and evaluator)")
+    p.add_argument("-d", required=True, help="dataset name or id")
+    p.add_argument("-c", default="3d_fullres", help="configuration (default 3d_fullres)")
+    p.add_argument("-p", default="nnUNetPlans", help="plans identifier (default nnUNetPlans)")
+    p.add_argument("-tr", required=True, help="trainer")
+    p.add_argument("-f", type=int, required=True, help="fold")
+    p.add_argument("--drop", required=True, help="modality (channel name) to remove, e.g. T2")
+    p.add_argument("-device", "--device", default="cuda", choices=("cuda", "cpu", "mps"))
+    p.set_defaults(func=_cmd_evaluate_missing)
     p = sub.add_parser("experiment", help="the whole study: pretrain once, fine-tune and baseline per fold and "
                                           "fraction, compare (skips finished runs, resumes stopped ones)")
     p.add_argument("-d", required=True, help="dataset name or id (planned and preprocessed)")

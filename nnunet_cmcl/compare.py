@@ -65,8 +65,12 @@ def _available_trainers(results_dataset_folder: str, plans: str, configuration: 
     return sorted(d[: -len(suffix)] for d in os.listdir(results_dataset_folder) if d.endswith(suffix))
 
 
-def load_fold_summary(results_dataset_folder: str, trainer: str, plans: str, configuration: str, fold) -> dict:
-    """nnU-Net's fold_<fold>/validation/summary.json of a trainer, as written (class keys are strings)."""
+def load_fold_summary(results_dataset_folder: str, trainer: str, plans: str, configuration: str, fold,
+                      validation: str = "validation") -> dict:
+    """nnU-Net's fold_<fold>/<validation>/summary.json of a trainer, as written (class keys are strings).
+
+    ``validation`` is nnU-Net's 'validation' or an evaluation of ours such as 'validation_missing_T2'.
+    """
     if not os.path.isdir(results_dataset_folder):
         raise CMCLInputError(f"results folder {results_dataset_folder} does not exist; give "
                              f"<nnUNet_results>/<DatasetXXX_Name> of a trained dataset")
@@ -81,7 +85,7 @@ def load_fold_summary(results_dataset_folder: str, trainer: str, plans: str, con
     if not os.path.isdir(fold_folder):
         raise CMCLInputError(f"fold {fold} of {trainer} does not exist ({fold_folder}); train it "
                              f"(nnUNetv2_train ... {fold} -tr {trainer}) or leave the fold out with --folds")
-    summary_file = os.path.join(fold_folder, "validation", "summary.json")
+    summary_file = os.path.join(fold_folder, validation, "summary.json")
     if not os.path.isfile(summary_file):
         raise CMCLInputError(f"fold {fold} of {trainer} has no validation/summary.json: the run is unfinished; "
                              f"finish it (nnUNetv2_train ... {fold} -tr {trainer} --c, or --val if training "
@@ -247,12 +251,12 @@ def _check_settings(folds, n_bootstrap, seed) -> tuple[list, int, int]:
 
 
 def compare(results_dataset_folder: str, baseline: str, candidate: str, plans: str, configuration: str,
-            folds, n_bootstrap: int = 10000, seed: int = 0) -> dict:
+            folds, n_bootstrap: int = 10000, seed: int = 0, validation: str = "validation") -> dict:
     """Loads both trainers' fold summaries, pairs cases and computes per-class and overall paired statistics."""
     folds, n_bootstrap, seed = _check_settings(folds, n_bootstrap, seed)
     args = (plans, configuration)
-    base = {f: load_fold_summary(results_dataset_folder, baseline, *args, f) for f in folds}
-    cand = {f: load_fold_summary(results_dataset_folder, candidate, *args, f) for f in folds}
+    base = {f: load_fold_summary(results_dataset_folder, baseline, *args, f, validation) for f in folds}
+    cand = {f: load_fold_summary(results_dataset_folder, candidate, *args, f, validation) for f in folds}
     ending = (file_ending_of(results_dataset_folder, baseline, *args)
               or file_ending_of(results_dataset_folder, candidate, *args))
     pairs = paired_cases(base, cand, ending)
@@ -265,6 +269,7 @@ def compare(results_dataset_folder: str, baseline: str, candidate: str, plans: s
     return {"dataset": os.path.basename(os.path.normpath(results_dataset_folder)),
             "results_dataset_folder": os.path.abspath(results_dataset_folder), "baseline": baseline,
             "candidate": candidate, "plans": plans, "configuration": configuration, "folds": folds,
+            "validation": validation,
             "n_cases": len(pairs), "n_bootstrap": n_bootstrap, "seed": seed, "confidence_level": 0.95,
             "file_ending": ending, "classes": classes, "rows": rows, "cases": pairs,
             "definitions": _definitions()}

@@ -16,6 +16,7 @@ from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunet_cmcl.checkpoints import load_checkpoint_safely, sha256
+from nnunet_cmcl.trainer import unwrap
 
 PRETRAINED_ENV = "nnUNet_CMCL_pretrained_weights"  # for runs started from Python instead of nnUNetv2_train
 
@@ -64,7 +65,7 @@ class nnUNetTrainerCMCLFinetune(nnUNetTrainer):
         vars(self).update(self.overrides)
 
     def configure_optimizers(self):
-        encoder = set(id(p) for p in self._plain().encoder.parameters())
+        encoder = set(id(p) for p in unwrap(self.network).encoder.parameters())
         groups = [{"params": [p for p in self.network.parameters() if id(p) in encoder]},
                   {"params": [p for p in self.network.parameters() if id(p) not in encoder]}]
         optimizer = torch.optim.SGD(groups, self.initial_lr, weight_decay=self.weight_decay, momentum=0.99,
@@ -72,10 +73,6 @@ class nnUNetTrainerCMCLFinetune(nnUNetTrainer):
         scheduler = WarmupPolyLRScheduler(optimizer, self.initial_lr, self.num_epochs,
                                           min(self.warmup_epochs, self.num_epochs), self.freeze_encoder_epochs)
         return optimizer, scheduler
-
-    def _plain(self) -> torch.nn.Module:
-        module = getattr(self.network, "module", self.network)
-        return getattr(module, "_orig_mod", module)
 
     def on_train_start(self):
         # recorded before super() writes debug.json, which stores every plain attribute of the trainer;
@@ -94,7 +91,7 @@ class nnUNetTrainerCMCLFinetune(nnUNetTrainer):
                                    "like the vanilla baseline")
             return {"path": None}
         checkpoint = load_checkpoint_safely(path)
-        network_state = self._plain().state_dict()
+        network_state = unwrap(self.network).state_dict()
         encoder_keys = [k for k in network_state if k.startswith("encoder.")]
         loaded = sum(torch.equal(network_state[k].cpu(), checkpoint["network_weights"][k].cpu())
                      for k in encoder_keys if k in checkpoint["network_weights"])

@@ -167,7 +167,7 @@ def write_phantom_dataset(raw_root: str, dataset_id: int, name: str = "CMCLPhant
 def _mni152(shape: tuple[int, int, int]) -> tuple[np.ndarray, tuple[float, float, float]]:
     """nilearn's packaged MNI152 [T1, GM, WM, brain mask] resampled to ``shape``: ((4, Z, Y, X) float32, spacing).
 
-    Cached (read-only) so that a dataset, or a test session, loads and resamples the templates only once.
+    Cached (read-only) so that a dataset, or a test run, loads and resamples the templates only once.
     """
     try:
         from nilearn import datasets

@@ -52,3 +52,20 @@ def test_splits_adds_label_fraction_folds_and_keeps_old_ones(phantom_env, baseli
     assert set(after[5]["train"]) < set(before[0]["train"]) and after[5]["val"] == before[0]["val"]
     again = run(["nnunet-cmcl", "splits", "-d", "501", "--fractions", "0.5", "--seed", "1"], phantom_env).stdout
     assert load_json(splits_file) == after and "already present" in again
+
+
+def test_missing_modality_evaluation_and_comparison(phantom_env, baseline, finetuned):
+    for trainer in (BASELINE, CANDIDATE):
+        run(["nnunet-cmcl", "evaluate-missing", "-d", "501", "-c", "3d_fullres", "-tr", trainer, "-f", "0",
+             "--drop", "T2", "-device", "cpu"], phantom_env)
+    normal = load_json(join(baseline, "validation", "summary.json"))
+    missing = load_json(join(baseline, "validation_missing_T2", "summary.json"))
+    assert len(missing["metric_per_case"]) == len(normal["metric_per_case"]) == 2
+    # structure 2 shows in T2 only (see nnunet_cmcl.synthetic): without T2 it is found worse
+    assert missing["mean"]["2"]["Dice"] < normal["mean"]["2"]["Dice"]
+    out = run(["nnunet-cmcl", "compare", "-d", "501", "--baseline", BASELINE, "--candidate", CANDIDATE, "--folds", "0",
+               "--validation", "validation_missing_T2"], phantom_env).stdout
+    assert "| mean |" in out and "validation_missing_T2" in out
+    proc = run(["nnunet-cmcl", "evaluate-missing", "-d", "501", "-tr", BASELINE, "-f", "0", "--drop", "PET",
+                "-device", "cpu"], phantom_env, expect=2)
+    assert "modality PET is not among the channels" in proc.stderr
