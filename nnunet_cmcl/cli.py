@@ -157,6 +157,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dataset_arguments(p: argparse.ArgumentParser, dataset_help: str) -> None:
+    p.add_argument("-d", required=True, help=dataset_help)
+    p.add_argument("-c", default="3d_fullres", help="configuration (default 3d_fullres)")
+    p.add_argument("-p", default="nnUNetPlans", help="plans identifier (default nnUNetPlans)")
+
+
 def _target_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="a checkpoint_*.pth")
     p.add_argument("-d", required=True, help="target dataset name or id")
@@ -205,9 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", type=int, nargs="+", default=None, help="source folds (default: every original fold)")
     p.set_defaults(func=_cmd_splits)
     p = sub.add_parser("compare", help="paired comparison of two trainers on the same folds: table, plot, statistics")
-    p.add_argument("-d", required=True, help="dataset name or id")
-    p.add_argument("-c", default="3d_fullres", help="configuration (default 3d_fullres)")
-    p.add_argument("-p", default="nnUNetPlans", help="plans identifier (default nnUNetPlans)")
+    _dataset_arguments(p, "dataset name or id")
     p.add_argument("--baseline", default="nnUNetTrainer", help="baseline trainer (default nnUNetTrainer)")
     p.add_argument("--candidate", default="nnUNetTrainerCMCLFinetune", help="candidate trainer")
     p.add_argument("--folds", nargs="+", default=None, help="folds (default: all folds both trainers have)")
@@ -220,9 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_compare)
     p = sub.add_parser("evaluate-missing", help="a fold's validation with one modality removed (nnU-Net's predictor "
                                                 "and evaluator)")
-    p.add_argument("-d", required=True, help="dataset name or id")
-    p.add_argument("-c", default="3d_fullres", help="configuration (default 3d_fullres)")
-    p.add_argument("-p", default="nnUNetPlans", help="plans identifier (default nnUNetPlans)")
+    _dataset_arguments(p, "dataset name or id")
     p.add_argument("-tr", required=True, help="trainer")
     p.add_argument("-f", type=int, required=True, help="fold")
     p.add_argument("--drop", required=True, help="modality (channel name) to remove, e.g. T2")
@@ -230,9 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_evaluate_missing)
     p = sub.add_parser("experiment", help="the whole study: pretrain once, fine-tune and baseline per fold and "
                                           "fraction, compare (skips finished runs, resumes stopped ones)")
-    p.add_argument("-d", required=True, help="dataset name or id (planned and preprocessed)")
-    p.add_argument("-c", default="3d_fullres", help="configuration (default 3d_fullres)")
-    p.add_argument("-p", default="nnUNetPlans", help="plans identifier (default nnUNetPlans)")
+    _dataset_arguments(p, "dataset name or id (planned and preprocessed)")
     p.add_argument("--folds", type=int, nargs="+", default=[0], help="folds (default 0)")
     p.add_argument("--fractions", type=float, nargs="+", default=[1.0], help="label fractions, 1 = the whole fold")
     p.add_argument("--seed", type=int, default=0, help="seed of the label-fraction subsets (default 0)")
