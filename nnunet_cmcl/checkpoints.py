@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import warnings
 import zipfile
 
 import numpy as np
@@ -29,7 +30,9 @@ def load_checkpoint_safely(path: str) -> dict:
     if not os.path.isfile(path):
         raise CMCLInputError(f"checkpoint {path} does not exist; give the path of a checkpoint_*.pth file")
     try:
-        with torch.serialization.safe_globals(_NUMPY_SAFE):
+        with torch.serialization.safe_globals(_NUMPY_SAFE), warnings.catch_warnings():
+            # a file of another pickle protocol is refused below if it holds more than data; the warning adds nothing
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError, OSError):
         raise CMCLInputError(f"{path} cannot be read safely as a PyTorch checkpoint (truncated, corrupt, not a "

@@ -150,6 +150,41 @@ def _cmd_evaluate_missing(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from nnunet_cmcl.synthetic import write_brain_dataset, write_phantom_dataset
+
+    output = args.o or os.environ.get("nnUNet_raw")
+    if not output:
+        raise CMCLInputError("no output folder: pass -o FOLDER or set nnUNet_raw")
+    options = {"num_cases": args.cases, "seed": args.seed, "with_labels": not args.no_labels}
+    if args.name:
+        options["name"] = args.name
+    if args.shape:
+        options["shape"] = tuple(args.shape)
+    if args.kind == "phantom":
+        options.update(modalities=tuple(args.modalities), spacing=tuple(args.spacing))
+    elif args.modalities != ["T1", "T2"] or args.spacing != [1.0, 1.0, 1.0]:
+        raise CMCLInputError("--modalities and --spacing apply to phantom only; brain has T1, T2, FLAIR at ~4 mm")
+    writer = write_phantom_dataset if args.kind == "phantom" else write_brain_dataset
+    try:
+        folder = writer(output, args.id, **options)
+    except ValueError as e:  # the writers' checks of id, cases, shape and of existing folders
+        raise CMCLInputError(str(e)) from e
+    print(f"wrote {folder}\nnext: nnUNetv2_plan_and_preprocess -d {args.id} --verify_dataset_integrity")
+    return 0
+
+
+def _cmd_check_data(args: argparse.Namespace) -> int:
+    from nnunetv2.paths import nnUNet_raw
+
+    from nnunet_cmcl.datacheck import check_finite_images
+    from nnunet_cmcl.prepare import dataset_name
+
+    folder = os.path.join(nnUNet_raw, dataset_name(args.d))
+    print(f"OK: the images of all {check_finite_images(folder, args.np)} cases of {folder} are finite")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from nnunet_cmcl.demo import run_demo
 
@@ -168,6 +203,24 @@ def _target_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-d", required=True, help="target dataset name or id")
     p.add_argument("-c", required=True, help="target configuration, e.g. 3d_fullres")
     p.add_argument("-p", default="nnUNetPlans", help="target plans identifier (default nnUNetPlans)")
+
+
+# nnU-Net's folders each command reads or writes, checked before any work
+NEEDED_PATHS = {"verify": ("nnUNet_preprocessed",), "export": ("nnUNet_preprocessed",),
+                "prepare": ("nnUNet_raw", "nnUNet_preprocessed"), "pretrain-plans": ("nnUNet_preprocessed",),
+                "splits": ("nnUNet_preprocessed",), "compare": ("nnUNet_results",),
+                "evaluate-missing": ("nnUNet_preprocessed", "nnUNet_results"),
+                "experiment": ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"), "check-data": ("nnUNet_raw",)}
+
+
+def check_paths(command: str) -> None:
+    for name in NEEDED_PATHS.get(command, ()):
+        value = os.environ.get(name)
+        if not value:
+            raise CMCLInputError(f"{name} is not set; export {name}=/path/to/{name} as nnU-Net's "
+                                 f"documentation/set_environment_variables.md describes")
+        if not os.path.isdir(value):
+            raise CMCLInputError(f"{name}={value} is not a folder; create it or correct the path")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -241,6 +294,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline", default="nnUNetTrainer")
     p.add_argument("-device", "--device", default="cuda", choices=("cuda", "cpu", "mps"))
     p.set_defaults(func=_cmd_experiment)
+    p = sub.add_parser("synth", help="write a built-in multi-modal dataset in nnUNet_raw format (no download)")
+    p.add_argument("kind", choices=("phantom", "brain"),
+                   help="phantom: ellipsoids, structures visible in one modality only; brain: real MNI152 anatomy "
+                        "(shipped by nilearn), simulated subjects and T2/FLAIR contrasts")
+    p.add_argument("-o", default=None, help="nnUNet_raw-style folder to write into (default $nnUNet_raw)")
+    p.add_argument("--id", type=int, required=True, help="dataset id (1-999), must be unused in the folder")
+    p.add_argument("--name", default=None, help="dataset name (default CMCLPhantom / CMCLBrain)")
+    p.add_argument("--cases", type=int, default=12, help="number of cases (default 12)")
+    p.add_argument("--seed", type=int, default=0, help="case i is drawn from seed (seed, i) (default 0)")
+    p.add_argument("--modalities", nargs="+", default=["T1", "T2"],
+                   help="phantom channel names (default T1 T2); channel 0 shows structure 1, channel 1 structure 2")
+    p.add_argument("--spacing", type=float, nargs=3, default=[1.0, 1.0, 1.0], metavar=("Z", "Y", "X"),
+                   help="phantom voxel spacing in mm, e.g. 3 1 1 for anisotropic data (default 1 1 1)")
+    p.add_argument("--shape", type=int, nargs=3, default=None, metavar=("Z", "Y", "X"),
+                   help="image size in voxels (default 40 40 40 for phantom, 48 56 48 for brain)")
+    p.add_argument("--no-labels", action="store_true", help="images only (an unlabeled pretraining dataset)")
+    p.set_defaults(func=_cmd_synth)
+    p = sub.add_parser("check-data", help="look for NaN/Inf voxels in a raw dataset's images (before preprocessing)")
+    p.add_argument("-d", required=True, help="dataset name or id in nnUNet_raw")
+    p.add_argument("-np", type=int, default=4, help="reading processes (default 4)")
+    p.set_defaults(func=_cmd_check_data)
     p = sub.add_parser("demo", help="from nothing to a comparison on built-in data, on the CPU (about 20 min)")
     p.add_argument("--workdir", default="cmcl_demo", help="folder for nnU-Net's data and results (default cmcl_demo)")
     p.add_argument("--kind", default="brain", choices=("brain", "phantom"), help="built-in dataset (default brain)")
@@ -255,6 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        check_paths(args.command)
         return args.func(args)
     except CMCLInputError as e:
         if os.environ.get("NNUNET_CMCL_DEBUG"):

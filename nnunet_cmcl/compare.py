@@ -19,13 +19,13 @@ import io
 import json
 import math
 import os
-import tempfile
 import warnings
 from numbers import Integral
 
 import numpy as np
 from scipy.stats import wilcoxon
 
+from nnunet_cmcl.atomic import write_atomically, write_text_atomically
 from nnunet_cmcl.errors import CMCLInputError
 
 TIE = 1e-8
@@ -387,32 +387,12 @@ def _boxes(ax, result: dict) -> None:
     ax.legend(fontsize=8)
 
 
-def _write_atomically(path: str, write) -> None:
-    # temp name in the same folder + os.replace: a crash never leaves a half-written report file behind
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=os.path.dirname(path))
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def _write_text(text: str):
-    def write(tmp: str) -> None:
-        with open(tmp, "w", newline="") as fh:
-            fh.write(text)
-    return write
-
-
 def write_report(result: dict, output_folder: str) -> dict[str, str]:
     """Writes comparison.md, .csv, .json and .png into output_folder; returns {'md'|'csv'|'json'|'png': path}."""
     os.makedirs(output_folder, exist_ok=True)
     paths = {ext: os.path.join(output_folder, f"comparison.{ext}") for ext in ("md", "csv", "json", "png")}
-    _write_atomically(paths["md"], _write_text(_markdown(result)))
-    _write_atomically(paths["csv"], _write_text(_csv(result)))
-    _write_atomically(paths["json"], _write_text(json.dumps(_nan_to_none(result), indent=2, allow_nan=False) + "\n"))
-    _write_atomically(paths["png"], lambda tmp: _plot(result, tmp))
+    write_text_atomically(_markdown(result), paths["md"])
+    write_text_atomically(_csv(result), paths["csv"])
+    write_text_atomically(json.dumps(_nan_to_none(result), indent=2, allow_nan=False) + "\n", paths["json"])
+    write_atomically(paths["png"], lambda tmp: _plot(result, tmp))
     return paths

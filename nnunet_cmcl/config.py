@@ -3,13 +3,15 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
-VIEW_STRATEGIES = ("partition", "single")
+VIEW_STRATEGIES = ("partition", "single", "augment")
 
 
 @dataclass(frozen=True)
 class CMCLConfig:
     # views
-    view_strategy: str = "partition"  # 'partition': complementary modality subsets; 'single': one modality a view
+    # 'partition': complementary modality subsets; 'single': one modality a view; 'augment': every channel in
+    # every view, the views differ by random intensity changes and disruptions (for one-modality data such as CT)
+    view_strategy: str = "partition"
     num_views: int = 2  # K modality views per sample (before the optional all-channels view)
     add_full_view: bool = False  # one more view with every channel
     max_shift_steps: int = 1  # each view is a sub-crop shifted by up to this many encoder strides per axis
@@ -28,6 +30,20 @@ class CMCLConfig:
     weight_decay: float = 1e-2
     # monitoring
     collapse_std_threshold: float = 0.1  # warn when embedding std * sqrt(dim) falls below this
+    # Fields below were added later. Each default switches its feature off, so a checkpoint whose stored config
+    # lacks them reads back as the config it was trained with.
+    # 'augment' views: intensity changes drawn per view, sample and channel (intensities are z-scores)
+    augment_gamma: float = 0.0  # gamma = exp(U(-a, a)), applied on each channel's min-max range
+    augment_contrast: float = 0.0  # factor U(1 - a, 1 + a) around each channel's mean
+    augment_brightness: float = 0.0  # shift U(-a, a)
+    # disruptions of every view, drawn per view and sample
+    low_resolution_probability: float = 0.0  # chance that a view is downsampled by low_resolution_factor and back
+    low_resolution_factor: int = 2
+    noise_std: float = 0.0  # additive Gaussian noise of std U(0, noise_std)
+    mask_ratio: float = 0.0  # fraction of the mask_block^d cubes of a view zeroed in every channel
+    mask_block: int = 8  # cube edge in voxels
+    # reconstruction of every channel of the undisrupted crop by nnU-Net's decoder (nnUNetTrainerCMCL_DAE)
+    weight_reconstruction: float = 0.0
 
     def __post_init__(self) -> None:
         if self.view_strategy not in VIEW_STRATEGIES:
@@ -42,6 +58,24 @@ class CMCLConfig:
             raise ValueError("learning_rate must be > 0 and weight_decay >= 0")
         if self.max_shift_steps < 0 or self.dense_locations < 1 or self.head_hidden < 1 or self.head_out < 1:
             raise ValueError("max_shift_steps must be >= 0; dense_locations, head_hidden, head_out >= 1")
+        self._check_views_and_disruptions()
+
+    def _check_views_and_disruptions(self) -> None:
+        if min(self.augment_gamma, self.augment_brightness, self.noise_std, self.weight_reconstruction) < 0 \
+                or not 0 <= self.augment_contrast < 1:
+            raise ValueError("augment_gamma, augment_brightness, noise_std, weight_reconstruction must be >= 0 "
+                             "and augment_contrast in [0, 1)")
+        if not 0 <= self.low_resolution_probability <= 1 or self.low_resolution_factor < 2:
+            raise ValueError("low_resolution_probability must be in [0, 1] and low_resolution_factor >= 2")
+        if not 0 <= self.mask_ratio < 1 or self.mask_block < 1:
+            raise ValueError("mask_ratio must be in [0, 1) and mask_block >= 1")
+        if self.view_strategy == "augment":
+            if self.add_full_view:
+                raise ValueError("add_full_view does not apply to 'augment' views: each of them has every channel")
+            if not any((self.augment_gamma, self.augment_contrast, self.augment_brightness,
+                        self.low_resolution_probability, self.noise_std, self.mask_ratio)):
+                raise ValueError("'augment' views need at least one augment_* or disruption parameter > 0, "
+                                 "else they differ by their shift only")
 
     @property
     def total_views(self) -> int:
@@ -52,7 +86,10 @@ class CMCLConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "CMCLConfig":
-        """Builds a config from a stored dict; keys unknown to this version are rejected, not ignored."""
+        """Builds a config from a stored dict; keys unknown to this version are rejected, not ignored.
+
+        Missing keys take their defaults: fields added later default to off, as older versions behaved.
+        """
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:

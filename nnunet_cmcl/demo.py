@@ -13,13 +13,15 @@ import time
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
+from nnunet_cmcl.dae import nnUNetTrainerCMCL_DAE
 from nnunet_cmcl.finetune import nnUNetTrainerCMCLFinetune
 from nnunet_cmcl.trainer import nnUNetTrainerCMCL
+from nnunet_cmcl.variants import nnUNetTrainerCMCL_Aug
 
 DATASET_ID = 950
-PRETRAINING_BUDGET = {"num_epochs": 12, "num_iterations_per_epoch": 30, "num_val_iterations_per_epoch": 8}
+PRETRAINING_BUDGET = {"num_epochs": 8, "num_iterations_per_epoch": 30, "num_val_iterations_per_epoch": 8}
 # one budget for the two segmentation trainers, so the comparison is fair
-SEGMENTATION_BUDGET = {"num_epochs": 10, "num_iterations_per_epoch": 20, "num_val_iterations_per_epoch": 5}
+SEGMENTATION_BUDGET = {"num_epochs": 8, "num_iterations_per_epoch": 12, "num_val_iterations_per_epoch": 5}
 SCALE_ENV = "nnUNet_CMCL_demo_scale"  # < 1 shrinks every budget alike: for checks of the plumbing, not results
 
 
@@ -40,6 +42,26 @@ class nnUNetTrainerCMCLFinetune_demo(nnUNetTrainerCMCLFinetune):
     @property
     def overrides(self) -> dict:
         return scaled(SEGMENTATION_BUDGET)
+
+
+class nnUNetTrainerCMCL_DAE_demo(nnUNetTrainerCMCL_DAE):
+    """The reconstruction hybrid with the pretraining budget of nnUNetTrainerCMCL_demo (scripts/hybrid_study.py)."""
+
+    @property
+    def overrides(self) -> dict:
+        return scaled(PRETRAINING_BUDGET)
+
+
+class nnUNetTrainerCMCL_Aug_demo(nnUNetTrainerCMCL_Aug):
+    """One-modality views with the pretraining budget of nnUNetTrainerCMCL_demo (scripts/hybrid_study.py)."""
+
+    @property
+    def overrides(self) -> dict:
+        return scaled(PRETRAINING_BUDGET)
+
+
+class nnUNetTrainerCMCLFinetune_demoDAE(nnUNetTrainerCMCLFinetune_demo):
+    """The same fine-tuning as nnUNetTrainerCMCLFinetune_demo, in its own results folder (for DAE checkpoints)."""
 
 
 class nnUNetTrainerVanilla_demo(nnUNetTrainer):

@@ -5,7 +5,6 @@ dataset and fold is never overwritten. Weights come in through nnU-Net's ``-pret
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -15,6 +14,7 @@ import torch
 from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
+from nnunet_cmcl.atomic import write_atomically
 from nnunet_cmcl.checkpoints import load_checkpoint_safely, sha256
 from nnunet_cmcl.trainer import unwrap
 
@@ -22,11 +22,15 @@ PRETRAINED_ENV = "nnUNet_CMCL_pretrained_weights"  # for runs started from Pytho
 
 
 def pretrained_weights_path(argv: list[str] | None = None) -> str | None:
-    """The -pretrained_weights file of this nnUNetv2_train run (nnU-Net does not hand it to the trainer)."""
-    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    parser.add_argument("-pretrained_weights", default=None)
-    known, _ = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
-    return known.pretrained_weights or os.environ.get(PRETRAINED_ENV)
+    """The -pretrained_weights file of this nnUNetv2_train run (nnU-Net does not hand it to the trainer).
+
+    An exact match, not argparse: argparse would take ``-p PLANS`` for an abbreviation of it.
+    """
+    argv = sys.argv[1:] if argv is None else argv
+    for flag, value in zip(argv, argv[1:]):
+        if flag == "-pretrained_weights":
+            return value
+    return os.environ.get(PRETRAINED_ENV)
 
 
 class WarmupPolyLRScheduler(PolyLRScheduler):
@@ -63,6 +67,19 @@ class nnUNetTrainerCMCLFinetune(nnUNetTrainer):
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
         vars(self).update(self.overrides)
+
+    def initialize(self):
+        # nnU-Net's load_pretrained_weights runs right after this with torch.load(weights_only=False), which
+        # executes whatever the file's pickle holds: read it safely first, so a corrupt or foreign file stops
+        # here with one line and a malicious one never reaches the unsafe loader
+        path = pretrained_weights_path()
+        if path is not None and not self.was_initialized:
+            load_checkpoint_safely(path)
+        super().initialize()
+
+    def save_checkpoint(self, filename: str) -> None:
+        # nnU-Net's torch.save goes straight to the final name; a kill mid-write would corrupt the checkpoint
+        write_atomically(filename, super().save_checkpoint)
 
     def configure_optimizers(self):
         encoder = set(id(p) for p in unwrap(self.network).encoder.parameters())

@@ -12,9 +12,9 @@ from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_datas
 from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
+from nnunet_cmcl.atomic import save_atomically
 from nnunet_cmcl.checkpoints import channel_names_of, sha256
 from nnunet_cmcl.errors import CMCLInputError
-from nnunet_cmcl.trainer import save_atomically
 
 SKIPPED = ".seg_layers."  # nnU-Net's load_pretrained_weights never transfers these
 

@@ -1,7 +1,7 @@
 """The module that CMCL pretraining optimises: nnU-Net's own encoder plus the projection heads.
 
-It is what nnU-Net compiles and wraps in DDP. The decoder is deliberately not a submodule: it gets
-no gradient in pretraining, and DDP refuses parameters that take no part in the loss.
+It is what nnU-Net compiles and wraps in DDP. The decoder is a submodule only where it is trained
+(nnUNetTrainerCMCL_DAE): DDP refuses parameters that take no part in the loss.
 """
 from __future__ import annotations
 
@@ -18,6 +18,9 @@ class CMCLModel(nn.Module):
         super().__init__()
         self.encoder = encoder
         self.sampler = sampler
+        # None: no reconstruction. nnUNetTrainerCMCL_DAE assigns nnU-Net's decoder of this encoder here, built with
+        # one output per input channel (assigning a module registers it as a submodule)
+        self.decoder: nn.Module | None = None
         self.heads = nn.ModuleDict()
         if config.weight_global > 0:
             self.heads["global"] = GlobalHead(bottleneck_channels, config.head_hidden, config.head_out)
@@ -25,14 +28,16 @@ class CMCLModel(nn.Module):
             self.heads["dense"] = DenseHead(bottleneck_channels, config.head_hidden, config.head_out)
 
     def forward(self, data: torch.Tensor) -> dict[str, torch.Tensor]:
-        """data (B, C, *P) -> 'global' (V, B, D), 'dense' (V, B, M, D), 'positions' (B, M, d).
+        """data (B, C, *P) -> 'global' (V, B, D), 'dense' (V, B, M, D), 'positions' (B, M, d); with a decoder also
+        'reconstruction' and its target 'crops', both (V*B, C, *Q).
 
-        All V*B views go through the encoder in one pass.
+        All V*B views go through the encoder in one pass, which serves both the heads and the decoder.
         """
         b = data.shape[0]
         v = self.sampler.num_views
-        views, offsets = self.sampler(data)
-        bottleneck = self.encoder(views)[-1]  # (V*B, F, *Q_bottleneck)
+        crops, offsets = self.sampler.crop(data)
+        skips = self.encoder(self.sampler.make_views(crops))
+        bottleneck = skips[-1]  # (V*B, F, *Q_bottleneck)
         out = {}
         if "global" in self.heads:
             out["global"] = self.heads["global"](bottleneck).view(v, b, -1)
@@ -41,4 +46,8 @@ class CMCLModel(nn.Module):
             dense = self.heads["dense"](bottleneck, flat_index.reshape(v * b, -1))
             out["dense"] = dense.view(v, b, *dense.shape[1:])
             out["positions"] = positions
+        if self.decoder is not None:
+            # every channel of the undisrupted crop, also those the view's channel mask removed
+            out["reconstruction"] = self.decoder(skips)
+            out["crops"] = crops
         return out

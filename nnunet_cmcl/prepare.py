@@ -21,6 +21,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 from nnunetv2.utilities.utils import (create_lists_from_splitted_dataset_folder,
                                       get_identifiers_from_splitted_dataset_folder)
 
+from nnunet_cmcl.datacheck import check_finite_images
 from nnunet_cmcl.errors import CMCLInputError
 from nnunet_cmcl.plans.pretraining import derive_pretraining_plans
 
@@ -100,6 +101,7 @@ def prepare(target: str, pretrain: str, configuration: str = "3d_fullres", plans
             f"channel order (file suffix _0000 = {channel_list(target_json)[0]}, ...)")
     if configuration not in load_json(target_plans_file)["configurations"]:
         raise CMCLInputError(f"configuration {configuration} is not in {target_plans_file}")
+    check_finite_images(join(nnUNet_raw, pretrain_name), processes)  # a NaN voxel would poison every step later
 
     folder = join(nnUNet_preprocessed, pretrain_name)
     os.makedirs(folder, exist_ok=True)

@@ -12,11 +12,11 @@ import copy
 import hashlib
 import json
 import os
-import tempfile
 from numbers import Integral, Real
 
 import numpy as np
 
+from nnunet_cmcl.atomic import write_json_atomically
 from nnunet_cmcl.errors import CMCLInputError
 
 SPLITS_FILE = "splits_final.json"
@@ -143,19 +143,6 @@ def _read_splits(splits_file: str) -> list[dict]:
                              f"nnUNetv2_train write it again") from None
 
 
-def _write_json_atomically(obj, path: str) -> None:
-    # temp file in the same folder + os.replace: a reader (or a crash) never sees a half-written splits file
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=os.path.dirname(path))
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(obj, fh, indent=4)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def write_label_fraction_folds(preprocessed_dataset_folder: str, fractions, seed: int = 0,
                                source_folds: list[int] | None = None) -> list[dict]:
     """Reads splits_final.json in the folder, adds folds, writes it back atomically, returns descriptions."""
@@ -163,7 +150,7 @@ def write_label_fraction_folds(preprocessed_dataset_folder: str, fractions, seed
     splits = _read_splits(splits_file)
     new, descriptions = add_label_fraction_folds(splits, fractions, seed, source_folds)
     if len(new) > len(splits):  # nothing added: leave the file (and its mtime) alone
-        _write_json_atomically(new, splits_file)
+        write_json_atomically(new, splits_file)
     return descriptions
 
 

@@ -22,6 +22,8 @@ from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.helpers import dummy_context
 
+from nnunet_cmcl.atomic import save_atomically
+from nnunet_cmcl.checkpoints import load_checkpoint_safely
 from nnunet_cmcl.config import CMCLConfig
 from nnunet_cmcl.errors import CMCLInputError
 from nnunet_cmcl.losses import (alignment, cmcl_loss, distributed, normalised_std, other_samples_of_same_case,
@@ -57,17 +59,11 @@ def case_ids(keys, device: torch.device) -> torch.Tensor:
     return ids.to(device, non_blocking=True)
 
 
-def save_atomically(obj: dict, filename: str) -> None:
-    """torch.save to a temporary name, then rename: a kill mid-write never leaves a corrupt file."""
-    tmp = f"{filename}.tmp{os.getpid()}"
-    torch.save(obj, tmp)
-    os.replace(tmp, filename)
-
-
 class nnUNetTrainerCMCL(nnUNetTrainer):
     """CMCL pretraining; run as ``nnUNetv2_train D C all -tr nnUNetTrainerCMCL``. Labels are never used."""
 
     cmcl_config = CMCLConfig()
+    max_consecutive_nonfinite_steps = 20  # then stop: the data or the learning rate is broken, not one batch
     # set after nnU-Net's defaults, so a variant is one line: overrides = {"num_epochs": 100}
     overrides: dict = {}
 
@@ -87,6 +83,7 @@ class nnUNetTrainerCMCL(nnUNetTrainer):
         self.oversample_foreground_percent = 0.0  # patch sampling must not look at labels either
         self.plain_network = self.cmcl_model = None  # -> build_network_architecture
         self.best_retrieval = None
+        self.consecutive_nonfinite_steps = self.skipped_steps_epoch = self.skipped_steps_total = 0
         for key in LOG_KEYS:  # nnU-Net's local logger only accepts keys it already knows
             self.logger.local_logger.my_fantastic_logging.setdefault(key, [])
         vars(self).update(self.overrides)
@@ -143,29 +140,73 @@ class nnUNetTrainerCMCL(nnUNetTrainer):
     def train_step(self, batch: dict) -> dict:
         self.optimizer.zero_grad(set_to_none=True)
         _, losses = self._forward_loss(batch)
+        loss = losses["loss"]
         if self.grad_scaler is not None:
-            self.grad_scaler.scale(losses["loss"]).backward()
+            self.grad_scaler.scale(loss).backward()
             self.grad_scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
+        else:
+            loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
+        # fp16 gradient overflow is the grad scaler's business (it skips that step and lowers its scale); a
+        # non-finite float32 loss, or non-finite gradients without a scaler, mean bad data or a diverging run
+        finite = torch.isfinite(loss) if self.grad_scaler is not None else torch.isfinite(loss) & torch.isfinite(grad_norm)
+        if not self._finite_on_every_rank(finite):
+            self.optimizer.zero_grad(set_to_none=True)  # with a scaler, step() now skips: it finds no gradient
+            self._count_nonfinite_step(batch["keys"])
+        else:
+            self.consecutive_nonfinite_steps = 0
+        if self.grad_scaler is not None:
             self.grad_scaler.step(self.optimizer)
             self.grad_scaler.update()
-        else:
-            losses["loss"].backward()
-            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
+        elif self.consecutive_nonfinite_steps == 0:
             self.optimizer.step()
-        # detached device tensors: no host sync per step, they are averaged once per epoch
+        if self.consecutive_nonfinite_steps:
+            return {}  # a skipped step takes no part in the epoch's means
+        # detached device tensors, averaged once per epoch
         return {k: v.detach() for k, v in losses.items()}
 
+    @staticmethod
+    def _finite_on_every_rank(flag: torch.Tensor) -> bool:
+        """True where ``flag`` holds on every rank: all ranks skip the same steps (else DDP would hang).
+
+        The one host sync of a step; nnU-Net's own train_step syncs once a step too (its loss to numpy).
+        """
+        if distributed():
+            flag = flag.to(torch.int32)
+            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        return bool(flag.item())
+
+    def _count_nonfinite_step(self, keys) -> None:
+        self.consecutive_nonfinite_steps += 1
+        self.skipped_steps_epoch += 1
+        self.skipped_steps_total += 1
+        self.print_to_log_file(f"WARNING: non-finite loss or gradients, update skipped (cases {list(keys)})")
+        if self.consecutive_nonfinite_steps >= self.max_consecutive_nonfinite_steps:
+            raise RuntimeError(
+                f"stopped: {self.consecutive_nonfinite_steps} consecutive steps had non-finite loss or gradients "
+                f"({self.skipped_steps_total} in all). The last checkpoint in {self.output_folder} holds the last "
+                f"good weights. Look for NaN/Inf voxels with `nnunet-cmcl check-data -d DATASET`, or lower "
+                f"learning_rate; then continue with --c")
+
     def _epoch_mean(self, outputs: List[dict], key: str) -> float:
-        if key not in outputs[0]:
+        # skipped steps return {}; every rank skipped the same ones, so all ranks reach the all_reduce or none
+        values = [o[key] for o in outputs if key in o]
+        if not values:
             return float("nan")
-        mean = torch.stack([o[key] for o in outputs]).float().mean()
+        mean = torch.stack(values).float().mean()
         if distributed():
             dist.all_reduce(mean)
             mean /= dist.get_world_size()
         return mean.item()
 
+    def on_train_epoch_start(self):
+        super().on_train_epoch_start()
+        self.skipped_steps_epoch = 0
+
     def on_train_epoch_end(self, train_outputs: List[dict]):
+        if self.skipped_steps_epoch:
+            self.print_to_log_file(f"{self.skipped_steps_epoch} of {len(train_outputs)} steps skipped for non-finite "
+                                   f"loss or gradients ({self.skipped_steps_total} in all)")
         self.logger.log("train_losses", self._epoch_mean(train_outputs, "loss"), self.current_epoch)
         for term in ("global", "dense"):
             self.logger.log(f"train_loss_{term}", self._epoch_mean(train_outputs, f"loss_{term}"), self.current_epoch)
@@ -255,6 +296,7 @@ class nnUNetTrainerCMCL(nnUNetTrainer):
             "cmcl_config": self.cmcl_config.to_dict(),
             "cmcl_modalities": {"channel_names": self.dataset_json["channel_names"], "groups": self.modality_groups},
             "cmcl_best_retrieval": self.best_retrieval,
+            "cmcl_skipped_steps": self.skipped_steps_total,
             "optimizer_state": self.optimizer.state_dict(),
             "grad_scaler_state": self.grad_scaler.state_dict() if self.grad_scaler is not None else None,
             "logging": self.logger.get_checkpoint(),
@@ -270,8 +312,8 @@ class nnUNetTrainerCMCL(nnUNetTrainer):
         if not self.was_initialized:
             self.initialize()
         checkpoint = filename_or_checkpoint
-        if isinstance(checkpoint, str):
-            checkpoint = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        if isinstance(checkpoint, str):  # --c: read without running code from the file, like all our commands
+            checkpoint = load_checkpoint_safely(checkpoint)
         stored = CMCLConfig.from_dict(checkpoint["cmcl_config"])
         if stored != self.cmcl_config:
             raise CMCLInputError(f"the checkpoint was trained with CMCL config {stored}, this trainer uses "
@@ -282,6 +324,7 @@ class nnUNetTrainerCMCL(nnUNetTrainer):
         self.current_epoch = checkpoint["current_epoch"]
         self.logger.load_checkpoint(checkpoint["logging"])
         self.best_retrieval = checkpoint["cmcl_best_retrieval"]
+        self.skipped_steps_total = checkpoint.get("cmcl_skipped_steps", 0)
         self.inference_allowed_mirroring_axes = checkpoint.get("inference_allowed_mirroring_axes",
                                                                self.inference_allowed_mirroring_axes)
         self.optimizer.load_state_dict(checkpoint["optimizer_state"])

@@ -32,3 +32,11 @@ class nnUNetTrainerCMCL_single(nnUNetTrainerCMCL):
 class nnUNetTrainerCMCL_plusFull(nnUNetTrainerCMCL):
     """Adds a view with every channel to the modality views."""
     cmcl_config = replace(nnUNetTrainerCMCL.cmcl_config, add_full_view=True)
+
+
+class nnUNetTrainerCMCL_Aug(nnUNetTrainerCMCL):
+    """For one-modality data (e.g. CT), any channel count: each view has every channel, the views are the same
+    patch with different random gamma, contrast, brightness, low resolution and noise."""
+    cmcl_config = replace(nnUNetTrainerCMCL.cmcl_config, view_strategy="augment", augment_gamma=0.3,
+                          augment_contrast=0.25, augment_brightness=0.25, low_resolution_probability=0.3,
+                          noise_std=0.2)

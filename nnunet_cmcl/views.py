@@ -5,6 +5,9 @@ are set to 0 (the mean after nnU-Net's z-score). The channel count never changes
 network has the fine-tuning network's shapes. Each view is shifted by a random multiple of the
 encoder's total stride, so bottleneck voxels of different views still line up, but a voxel's
 position in the patch no longer identifies its partner (zero padding would give that away).
+
+With ``view_strategy='augment'`` (one-modality data) no channel is removed: the views differ by random
+intensity changes instead. Any strategy can add disruptions (low resolution, noise, masked cubes).
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ import torch
 from torch import nn
 
 from nnunet_cmcl.config import CMCLConfig
+from nnunet_cmcl.disruptions import gaussian_noise, low_resolution, mask_cubes, random_intensity
 from nnunet_cmcl.errors import CMCLInputError
 
 
@@ -36,6 +40,8 @@ def total_strides(encoder_strides: Sequence[Sequence[int]]) -> list[int]:
 
 def check_modalities(groups: list[list[int]], config: CMCLConfig) -> None:
     """Raises CMCLInputError when the dataset's modalities cannot give the configured views."""
+    if config.view_strategy == "augment":
+        return  # every view holds every channel: any number of modalities gives the views
     if len(groups) < 2:
         raise CMCLInputError(
             f"CMCL needs at least 2 modalities, the dataset has {len(groups)} (channels {groups}); "
@@ -81,8 +87,10 @@ class ViewSampler(nn.Module):
         return self.config.total_views
 
     def channel_masks(self, batch_size: int, device: torch.device) -> torch.Tensor:
-        """(V, B, C) float mask, 1 where the view keeps the channel."""
+        """(V, B, C) float mask, 1 where the view keeps the channel (every channel with 'augment')."""
         k, g = self.config.num_views, self.num_groups
+        if self.config.view_strategy == "augment":
+            return torch.ones(k, batch_size, len(self.channel_to_group), device=device)
         order = torch.rand(batch_size, g, device=device).argsort(dim=1)  # random modality order per sample
         if self.config.view_strategy == "single":
             group_view = torch.full((batch_size, g), -1, device=device, dtype=torch.long)
@@ -99,11 +107,15 @@ class ViewSampler(nn.Module):
 
     def forward(self, data: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """data (B, C, *P) -> views (V*B, C, *Q) (view-major), offsets (V, B, d) in bottleneck voxels."""
+        crops, offsets = self.crop(data)
+        return self.make_views(crops), offsets
+
+    def crop(self, data: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """data (B, C, *P) -> the views' undisrupted crops with every channel (V*B, C, *Q), offsets (V, B, d)."""
         b, c = data.shape[:2]
         v, dev = self.num_views, data.device
         steps = torch.tensor(self.shift_steps, device=dev)
         offsets = (torch.rand(v, b, len(steps), device=dev) * (steps + 1)).long()  # uniform in 0..steps
-        masks = self.channel_masks(b, dev).reshape(v * b, c)
         # one gather with broadcast index tensors copies every view at once (no per-view Python loop)
         d = len(self.crop_size)
         voxel_offsets = (offsets * torch.tensor(self.strides, device=dev)).reshape(v * b, d)
@@ -113,8 +125,23 @@ class ViewSampler(nn.Module):
             shape = [v * b, 1] + [1] * d
             shape[2 + axis] = q
             index.append((voxel_offsets[:, axis].view(-1, 1) + torch.arange(q, device=dev)).view(shape))
-        views = data[tuple(index)] * masks.view(v * b, c, *[1] * d).to(data.dtype)
-        return views, offsets
+        return data[tuple(index)], offsets
+
+    def make_views(self, crops: torch.Tensor) -> torch.Tensor:
+        """crops (V*B, C, *Q) -> views: intensity changes ('augment'), disruptions, then the channel masks.
+
+        The masks come last so that removed channels are exactly 0, as a missing modality is at fine-tuning.
+        """
+        c = self.config
+        n, channels = crops.shape[:2]
+        views = crops
+        if c.view_strategy == "augment":
+            views = random_intensity(views, c.augment_gamma, c.augment_contrast, c.augment_brightness)
+        views = low_resolution(views, c.low_resolution_probability, c.low_resolution_factor)
+        views = gaussian_noise(views, c.noise_std)
+        views = mask_cubes(views, c.mask_ratio, c.mask_block)
+        masks = self.channel_masks(n // self.num_views, crops.device).reshape(n, channels)
+        return views * masks.view(n, channels, *[1] * (crops.dim() - 2)).to(views.dtype)
 
     def sample_locations(self, offsets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """offsets (V, B, d) -> positions (B, M, d) in the patch's bottleneck grid, flat indices (V, B, M)

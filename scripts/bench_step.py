@@ -10,12 +10,14 @@ where A and B are the ratios of the per-pair minima and maxima.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import tempfile
 import time
 
 import torch
+from batchgenerators.dataloading.single_threaded_augmenter import SingleThreadedAugmenter
 from batchgenerators.utilities.file_and_folder_operations import join, load_json
 from nnunetv2.paths import nnUNet_preprocessed
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
@@ -53,6 +55,76 @@ def timed_step(trainer, batch, device: torch.device) -> tuple[float, float]:
     return elapsed, peak
 
 
+def saved_for_backward_bytes(trainer, batch) -> int:
+    """Bytes of the activations autograd keeps for backward during one train_step (parameters left out).
+
+    Activations dominate a training step's peak memory, and this count is the same on any device, so it
+    compares the two steps on the CPU too. Storages are counted once (views of one tensor share one).
+    """
+    parameters = {p.untyped_storage().data_ptr() for p in trainer.network.parameters()}
+    storages = {}
+
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in parameters:
+            storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        trainer.train_step(batch)
+    return sum(storages.values())
+
+
+def dense_cost_curve(trainer, batch_size: int, locations: list[int], device: torch.device,
+                     repeats: int = 5) -> list[tuple[int, float]]:
+    """(M, median seconds) of the dense head + dense loss, forward and backward, for M sampled locations.
+
+    Runs on random bottleneck features of the plans' channel count, flattened to a grid with room for M
+    distinct locations, so M can go past what the plans' views overlap in.
+    """
+    model, config = trainer.cmcl_model, trainer.cmcl_config
+    v, channels = model.sampler.num_views, trainer.cmcl_model.encoder.output_channels[-1]
+    rows = []
+    for m in locations:
+        side = math.ceil(m ** (1 / 3)) + 1
+        grid = torch.stack(torch.meshgrid(*[torch.arange(side, device=device)] * 3, indexing="ij"), -1).view(-1, 3)
+        times = []
+        for _ in range(repeats):
+            features = torch.randn(v * batch_size, channels, side ** 3, device=device, requires_grad=True)
+            chosen = torch.rand(batch_size, side ** 3, device=device).topk(m, dim=1).indices  # (B, M) distinct
+            sync(device)
+            start = time.perf_counter()
+            dense = model.heads["dense"](features, chosen.repeat(v, 1)).view(v, batch_size, m, -1)
+            out = {"dense": dense, "positions": grid[chosen]}
+            cmcl_loss(out, config.temperature, 1.0, 1.0, config.dense_exclusion_radius)["loss"].backward()
+            sync(device)
+            times.append(time.perf_counter() - start)
+        rows.append((m, statistics.median(times)))
+    return rows
+
+
+def cases_loaded_per_step(trainer, steps: int = 3) -> float | None:
+    """Mean number of nnU-Net dataset reads (load_case) per fetched-and-trained step; None with worker processes."""
+    loader = trainer.dataloader_train
+    if not isinstance(loader, SingleThreadedAugmenter):
+        return None
+    dataset = loader.data_loader._data
+    calls = []
+    original = dataset.load_case
+
+    def counting_load_case(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    dataset.load_case = counting_load_case
+    try:
+        for _ in range(steps):
+            trainer.train_step(next(loader))
+    finally:
+        dataset.load_case = original
+    return len(calls) / steps
+
+
 def heads_and_loss_time(trainer, batch, device: torch.device, repeats: int = 5) -> float:
     """Median seconds of heads + loss, forward and backward, on detached bottleneck features of the batch."""
     model, config = trainer.cmcl_model, trainer.cmcl_config
@@ -87,6 +159,8 @@ def main() -> None:
     parser.add_argument("--device", default="cuda", choices=("cpu", "cuda"))
     parser.add_argument("--steps", type=int, default=20, help="timed steps of each trainer")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (cudnn autotune, compile)")
+    parser.add_argument("--dense-curve", type=int, nargs="*", default=[8, 16, 27, 64, 128, 256, 512],
+                        help="numbers of dense locations M for the cost curve of the dense term (none: skip)")
     parser.add_argument("--with-dataloader", action="store_true",
                         help="also time steps that include fetching the batch from nnU-Net's dataloader")
     args = parser.parse_args()
@@ -116,9 +190,17 @@ def main() -> None:
     if device.type == "cuda":
         print(f"  peak memory: vanilla {max(m_vanilla):.2f} GiB, CMCL {max(m_cmcl):.2f} GiB, "
               f"ratio {max(m_cmcl) / max(m_vanilla):.3f}")
+    saved = [saved_for_backward_bytes(trainer, batches[0]) / 2**20 for trainer in (vanilla, cmcl)]
+    print(f"  activations saved for backward: vanilla {saved[0]:.1f} MiB, CMCL {saved[1]:.1f} MiB, "
+          f"ratio {saved[1] / saved[0]:.3f}")
     head_share = heads_and_loss_time(cmcl, batches[0], device) / statistics.median(t_cmcl)
-    print(f"  heads + loss: {100 * head_share:.1f} % of the CMCL step")
-    print("  batches loaded per step: vanilla 1, CMCL 1 (all views are cut from the one loaded patch)")
+    print(f"  heads + loss: {100 * head_share:.1f} % of the CMCL step "
+          f"({cmcl.cmcl_model.sampler.num_locations} dense locations)")
+    if args.dense_curve:
+        print("  dense head + loss as the number of locations M grows (random features, same batch and heads):")
+        for m, seconds in dense_cost_curve(cmcl, batches[0]["data"].shape[0], args.dense_curve, device):
+            print(f"    M {m:4d}: {1000 * seconds:8.2f} ms = {100 * seconds / statistics.median(t_cmcl):5.1f} % "
+                  f"of the CMCL step")
 
     if args.with_dataloader:
         loaded = {"vanilla": [], "cmcl": []}
@@ -132,6 +214,12 @@ def main() -> None:
         print("with nnU-Net's dataloader:")
         print("  " + summary("vanilla step", loaded["vanilla"]))
         print("  " + summary("CMCL step   ", loaded["cmcl"]))
+        counts = {name: cases_loaded_per_step(trainer) for name, trainer in (("vanilla", vanilla), ("cmcl", cmcl))}
+        if None in counts.values():
+            print("  cases loaded per step: counted only with in-process loading (nnUNet_n_proc_DA=0)")
+        else:
+            print(f"  cases loaded per step: vanilla {counts['vanilla']}, CMCL {counts['cmcl']} "
+                  f"(batch {batches[0]['data'].shape[0]}; every CMCL view is cut from the loaded patch)")
 
     ratios = [c / v for c, v in zip(t_cmcl, t_vanilla)]
     print(f"cmcl/vanilla step time ratio: {statistics.median(t_cmcl) / statistics.median(t_vanilla):.3f} "

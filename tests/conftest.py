@@ -22,11 +22,16 @@ def nnunet_env(root: str) -> dict:
             "nnUNet_def_n_proc": "1", "nnUNet_compile": "false", "OMP_NUM_THREADS": "2"}
 
 
+def console_script(name: str) -> str:
+    """The path of one of nnU-Net's (or our) console scripts: next to the running interpreter, else on PATH."""
+    exe = shutil.which(name, path=os.path.dirname(sys.executable)) or shutil.which(name)
+    assert exe is not None, f"{name} not found next to {sys.executable} or on PATH"
+    return exe
+
+
 def run(command: list[str], env: dict, timeout: int = 900, expect: int = 0) -> subprocess.CompletedProcess:
     """Runs one of nnU-Net's (or our) console scripts and checks its exit code (shows the output if it differs)."""
-    exe = shutil.which(command[0], path=os.path.dirname(sys.executable)) or shutil.which(command[0])
-    assert exe is not None, f"{command[0]} not found next to {sys.executable} or on PATH"
-    proc = subprocess.run([exe, *command[1:]], env=env, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run([console_script(command[0]), *command[1:]], env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == expect, f"{' '.join(command)} exited ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
     return proc
 

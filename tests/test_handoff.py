@@ -153,3 +153,14 @@ def test_prepare_refuses_other_channel_order(phantom_env):
     proc = run(["nnunet-cmcl", "prepare", "-s", "501", "-t", "602"], phantom_env, expect=2)
     assert "has channels (T2, T1), target Dataset501_CMCLPhantom has (T1, T2)" in proc.stderr
     assert not os.path.exists(join(phantom_env["nnUNet_preprocessed"], "Dataset602_Swapped", "nnUNetPlans.json"))
+
+
+def test_pretrained_weights_path_is_an_exact_flag(monkeypatch):
+    from nnunet_cmcl.finetune import PRETRAINED_ENV, pretrained_weights_path
+
+    monkeypatch.delenv(PRETRAINED_ENV, raising=False)
+    argv = ["501", "3d_fullres", "0", "-p", "nnUNetResEncUNetMPlans", "-pretrained_weights", "ckpt.pth"]
+    assert pretrained_weights_path(argv) == "ckpt.pth"
+    assert pretrained_weights_path(argv[:5]) is None  # -p is the plans, not an abbreviation of it
+    monkeypatch.setenv(PRETRAINED_ENV, "env.pth")
+    assert pretrained_weights_path(argv[:5]) == "env.pth"

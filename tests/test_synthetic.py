@@ -1,14 +1,12 @@
 """Tests for nnunet_cmcl.synthetic: file layout, geometry, reproducibility and nnU-Net's own integrity check."""
 import json
 import os
-import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from conftest import run
 from nnunet_cmcl.synthetic import write_phantom_dataset
 
 SHAPE = (24, 24, 24)
@@ -102,19 +100,17 @@ def test_existing_target_refused(tmp_path):
 def test_nnunet_plan_and_preprocess(tmp_path):
     """nnU-Net's own integrity check, fingerprinting, planning and 3d_fullres preprocessing accept the dataset."""
     raw, pre, res = (str(tmp_path / n) for n in ("raw", "preprocessed", "results"))
-    write_phantom_dataset(raw, 42, num_cases=4, shape=SHAPE, spacing=(1.0, 1.0, 1.0), seed=1)
     env = {**os.environ, "nnUNet_raw": raw, "nnUNet_preprocessed": pre, "nnUNet_results": res,
            "nnUNet_n_proc_DA": "1", "nnUNet_def_n_proc": "1"}
-    # the console script sits next to the running interpreter (the venv's bin), whether or not PATH has it
-    exe = shutil.which("nnUNetv2_plan_and_preprocess", path=os.path.dirname(sys.executable)) \
-        or shutil.which("nnUNetv2_plan_and_preprocess")
-    assert exe is not None, "nnUNetv2_plan_and_preprocess not found; activate the venv with nnunetv2"
+    synth = ["nnunet-cmcl", "synth", "phantom", "--id", "42", "--cases", "4", "--shape", *map(str, SHAPE), "--seed", "1"]
+    run(synth, env)  # into $nnUNet_raw
+    # the same id again: one line naming the fix, exit 2, the first dataset untouched
+    again = run(synth, env, expect=2)
+    assert again.stderr.count("\n") == 1 and "already exists" in again.stderr and "Traceback" not in again.stderr
     # -np only sets the preprocessing workers; integrity check and fingerprinting use -npfp (default 8 spawned
     # workers, each re-importing torch: ~20 s extra on 2 cores), so pin both to 1.
-    proc = subprocess.run([exe, "-d", "42", "-c", "3d_fullres", "--verify_dataset_integrity", "-np", "1",
-                           "-npfp", "1", "--no_pbar"],
-                          env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run(["nnUNetv2_plan_and_preprocess", "-d", "42", "-c", "3d_fullres", "--verify_dataset_integrity", "-np", "1",
+         "-npfp", "1", "--no_pbar"], env, timeout=300)
     plans = os.path.join(pre, "Dataset042_CMCLPhantom", "nnUNetPlans.json")
     assert os.path.isfile(plans)
     with open(plans) as f:

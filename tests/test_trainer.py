@@ -54,7 +54,10 @@ def test_step_trains_heads_and_encoder_and_checkpoint_fits_stock_network(env, mo
     decoder_keys = [k for k in trainer.plain_network.state_dict() if k.startswith("decoder.stages")]
     decoder = clone_state(trainer.plain_network)
 
-    losses = trainer.train_step(next(trainer.dataloader_train))
+    batch = next(trainer.dataloader_train)
+    while len(set(batch["keys"])) < 2:  # two patches of one case are no negatives: the global term would be 0
+        batch = next(trainer.dataloader_train)
+    losses = trainer.train_step(batch)
     assert torch.isfinite(losses["loss"]) and set(losses) == {"loss", "loss_global", "loss_dense"}
     assert all(not torch.equal(v, trainer.cmcl_model.heads.state_dict()[k]) for k, v in heads.items()
                if v.is_floating_point())
@@ -110,3 +113,31 @@ def test_network_without_skip_encoder_is_refused(env, monkeypatch):
     trainer.configuration_manager.configuration["architecture"]["network_class_name"] = "torch.nn.Identity"
     with pytest.raises(CMCLInputError, match="Identity has no encoder that returns skips"):
         trainer.initialize()
+
+
+def test_nonfinite_steps_are_skipped_counted_and_stop_the_run(env, monkeypatch):
+    trainer = make_trainer(env, monkeypatch, "3d_fullres")
+    trainer.max_consecutive_nonfinite_steps = 2
+    trainer.on_train_start()
+    trainer.on_train_epoch_start()
+    good = next(trainer.dataloader_train)
+    bad = {**good, "data": good["data"].clone()}
+    # one voxel inside every view's crop (a corner could be cut off), in every channel (views zero some channels);
+    # the instance norms spread it over the whole sample
+    centre = [s // 2 for s in good["data"].shape[2:]]
+    bad["data"][(0, slice(None), *centre)] = float("nan")
+    before = clone_state(trainer.network)
+    assert trainer.train_step(bad) == {}  # takes no part in the epoch's means
+    assert all(torch.equal(v, trainer.network.state_dict()[k]) for k, v in before.items())  # no update
+    assert trainer.skipped_steps_total == 1 and trainer.consecutive_nonfinite_steps == 1
+    assert torch.isfinite(trainer.train_step(good)["loss"])  # a good step updates and resets the run of bad ones
+    assert trainer.consecutive_nonfinite_steps == 0
+    assert any(not torch.equal(v, trainer.network.state_dict()[k]) for k, v in before.items())
+    bad["data"][(1, slice(None), *centre)] = float("inf")
+    trainer.train_step(bad)
+    with pytest.raises(RuntimeError, match="2 consecutive steps had non-finite loss or gradients.*check-data"):
+        trainer.train_step(bad)
+    assert trainer.skipped_steps_total == 3
+    trainer.on_train_epoch_end([{}, {"loss": torch.tensor(1.0), "loss_global": torch.tensor(0.5),
+                                     "loss_dense": torch.tensor(0.5)}, {}])
+    assert trainer.logger.get_value("train_losses", step=-1) == 1.0

@@ -10,3 +10,8 @@ class nnUNetTrainerCMCL_test(nnUNetTrainerCMCL):
 class nnUNetTrainerCMCL_smoke(nnUNetTrainerCMCL):
     """One epoch of 4 iterations: for tests of the plumbing, not of learning."""
     overrides = {"num_epochs": 1, "num_iterations_per_epoch": 4, "num_val_iterations_per_epoch": 2}
+
+
+class nnUNetTrainerCMCL_resume(nnUNetTrainerCMCL):
+    """A checkpoint after every epoch: for the kill-and-resume test."""
+    overrides = {"num_epochs": 4, "num_iterations_per_epoch": 6, "num_val_iterations_per_epoch": 2, "save_every": 1}

@@ -1,0 +1,74 @@
+"""nnUNetTrainerCMCL_DAE: CMCL plus reconstruction of disrupted views through nnU-Net's whole U-Net.
+
+A hybrid of cross-modal contrastive learning and a disruptive autoencoder (Valanarasu et al. 2023). The views
+(channel-masked, low-resolution, noisy, with masked cubes) go through the encoder once; the bottleneck feeds the
+CMCL heads and the skips feed nnU-Net's own decoder, which rebuilds every channel of the undisrupted crop, so a
+view that lacks a modality has to synthesise it. The decoder is built with one output per input channel: only
+its last 1x1 layer (``seg_layers``) differs from a segmentation network of the same plans, and nnU-Net's
+``load_pretrained_weights`` never transfers ``seg_layers``, so fine-tuning starts with a pretrained encoder AND
+decoder.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import List
+
+import torch
+import torch.nn.functional as F
+
+from nnunet_cmcl.model import CMCLModel
+from nnunet_cmcl.trainer import nnUNetTrainerCMCL
+
+RECONSTRUCTION_LOG_KEY = "train_loss_reconstruction"
+
+
+def reconstruction_loss(reconstruction: torch.Tensor, crops: torch.Tensor) -> torch.Tensor:
+    """Mean squared error in float32, also where the decoder ran in half precision under autocast."""
+    return F.mse_loss(reconstruction.float(), crops.float())
+
+
+class nnUNetTrainerCMCL_DAE(nnUNetTrainerCMCL):
+    """CMCL plus reconstruction: ``nnUNetv2_train D C all -tr nnUNetTrainerCMCL_DAE``; fine-tune with
+    ``-pretrained_weights`` as after CMCL (encoder and decoder transfer)."""
+
+    cmcl_config = replace(nnUNetTrainerCMCL.cmcl_config, weight_reconstruction=1.0, low_resolution_probability=0.3,
+                          noise_std=0.2, mask_ratio=0.3, mask_block=8)
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        if self.cmcl_config.weight_reconstruction <= 0:
+            # the decoder would take no part in the loss, and DDP refuses parameters without gradient
+            raise ValueError(f"{type(self).__name__} needs weight_reconstruction > 0; use nnUNetTrainerCMCL for "
+                             f"CMCL alone")
+        self.logger.local_logger.my_fantastic_logging.setdefault(RECONSTRUCTION_LOG_KEY, [])
+
+    def build_network_architecture(self, plans_manager, configuration_manager, num_input_channels: int,
+                                   num_output_channels: int, enable_deep_supervision: bool = True) -> CMCLModel:
+        """The CMCL model with nnU-Net's decoder attached; the decoder outputs one channel per input channel."""
+        model = super().build_network_architecture(plans_manager, configuration_manager, num_input_channels,
+                                                   num_input_channels, enable_deep_supervision)
+        decoder = self.plain_network.decoder
+        # without deep supervision only the last seg layer computes an output; the others get no gradient
+        # and must not require one (DDP)
+        for unused in decoder.seg_layers[:-1]:
+            unused.requires_grad_(False)
+        model.decoder = decoder
+        return model
+
+    def _forward_loss(self, batch: dict) -> tuple[dict, dict]:
+        out, losses = super()._forward_loss(batch)
+        reconstruction = reconstruction_loss(out["reconstruction"], out["crops"])
+        losses["loss_reconstruction"] = reconstruction
+        losses["loss"] = losses["loss"] + self.cmcl_config.weight_reconstruction * reconstruction
+        return out, losses
+
+    def on_train_epoch_end(self, train_outputs: List[dict]):
+        super().on_train_epoch_end(train_outputs)
+        self.logger.log(RECONSTRUCTION_LOG_KEY, self._epoch_mean(train_outputs, "loss_reconstruction"),
+                        self.current_epoch)
+
+    def on_epoch_end(self):
+        # before super(): it moves on to the next epoch
+        self.print_to_log_file(f"train_loss_reconstruction {self._get(RECONSTRUCTION_LOG_KEY):.4f}")
+        super().on_epoch_end()

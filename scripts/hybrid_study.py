@@ -1,0 +1,90 @@
+"""Vanilla vs CMCL vs CMCL_DAE on the demo's data, and vanilla vs CMCL_Aug on a one-modality (T1) copy of it.
+
+Equal budgets throughout: every pretraining has the demo's pretraining budget, every segmentation run the demo's
+segmentation budget, on the same 25% label fold and validation cases. Runs the demo first (skipped where it has
+finished), then only what is missing, with nnU-Net's commands; prints one table of paired comparisons.
+
+    python scripts/hybrid_study.py --workdir cmcl_demo
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+from nnunet_cmcl.demo import DATASET_ID, run_demo
+
+ONE_MODALITY_ID = DATASET_ID + 1
+FRACTION, SEED = 0.25, 0
+
+
+def one_modality_copy(raw: str, source: str) -> str:
+    """Dataset{ONE_MODALITY_ID}: the T1 channel and the labels of ``source``, same case names (same folds)."""
+    target = os.path.join(raw, f"Dataset{ONE_MODALITY_ID}_CMCLBrainT1")
+    if os.path.isdir(target):
+        return target
+    tmp = target + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(os.path.join(tmp, "imagesTr"))
+    shutil.copytree(os.path.join(source, "labelsTr"), os.path.join(tmp, "labelsTr"))
+    for name in os.listdir(os.path.join(source, "imagesTr")):
+        if name.endswith("_0000.nii.gz"):
+            shutil.copy(os.path.join(source, "imagesTr", name), os.path.join(tmp, "imagesTr", name))
+    with open(os.path.join(source, "dataset.json")) as f:
+        dataset_json = json.load(f)
+    dataset_json.update(channel_names={"0": "T1"}, name=os.path.basename(target))
+    with open(os.path.join(tmp, "dataset.json"), "w") as f:
+        json.dump(dataset_json, f, indent=2)
+    os.replace(tmp, target)
+    return target
+
+
+def study(dataset_id: int, pretrainer: str, finetuner: str, workdir: str) -> dict:
+    from nnunet_cmcl.compare import compare
+    from nnunet_cmcl.experiment import execute, plan_runs
+    from nnunet_cmcl.prepare import dataset_name
+
+    name = dataset_name(dataset_id)
+    runs, _ = plan_runs(name, "3d_fullres", "nnUNetPlans", [0], [FRACTION], SEED, pretrainer, finetuner,
+                        "nnUNetTrainerVanilla_demo")
+    execute(runs, str(dataset_id), "3d_fullres", "nnUNetPlans", "cpu", os.path.join(workdir, "logs"))
+    results = os.path.join(os.environ["nnUNet_results"], name)
+    return compare(results, "nnUNetTrainerVanilla_demo", finetuner, "nnUNetPlans", "3d_fullres", [runs[1].fold])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workdir", default="cmcl_demo")
+    args = parser.parse_args()
+    workdir = os.path.abspath(args.workdir)
+    run_demo(workdir)  # sets nnUNet_* to the workdir; skips what has finished
+    from nnunet_cmcl.prepare import dataset_name
+
+    rows = [("T1, T2, FLAIR", "CMCL (demo)", study(DATASET_ID, "nnUNetTrainerCMCL_demo",
+                                                   "nnUNetTrainerCMCLFinetune_demo", workdir)),
+            ("T1, T2, FLAIR", "CMCL_DAE", study(DATASET_ID, "nnUNetTrainerCMCL_DAE_demo",
+                                                "nnUNetTrainerCMCLFinetune_demoDAE", workdir))]
+    source = os.path.join(os.environ["nnUNet_raw"], dataset_name(DATASET_ID))
+    one_modality_copy(os.environ["nnUNet_raw"], source)
+    if not os.path.isdir(os.path.join(os.environ["nnUNet_preprocessed"], f"Dataset{ONE_MODALITY_ID}_CMCLBrainT1",
+                                      "nnUNetPlans_3d_fullres")):
+        exe = os.path.join(os.path.dirname(sys.executable), "nnUNetv2_plan_and_preprocess")
+        subprocess.run([exe, "-d", str(ONE_MODALITY_ID), "-c", "3d_fullres", "-np", "2", "-npfp", "2", "--no_pbar",
+                        "--verify_dataset_integrity"], check=True, stdout=subprocess.DEVNULL)
+    rows.append(("T1 only", "CMCL_Aug", study(ONE_MODALITY_ID, "nnUNetTrainerCMCL_Aug_demo",
+                                              "nnUNetTrainerCMCLFinetune_demo", workdir)))
+
+    print("| channels | pretraining | vanilla mean Dice | fine-tuned mean Dice | diff | 95% CI | Wilcoxon p | W/T/L | n |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for channels, pretraining, result in rows:
+        m = next(r for r in result["rows"] if r["class"] == "mean")
+        print(f"| {channels} | {pretraining} | {m['baseline_dice']:.4f} | {m['candidate_dice']:.4f} | "
+              f"{m['diff']:+.4f} | [{m['ci_low']:+.4f}, {m['ci_high']:+.4f}] | {m['p_wilcoxon']:.3f} | "
+              f"{m['wins']}/{m['ties']}/{m['losses']} | {m['n']} |")
+
+
+if __name__ == "__main__":
+    main()
