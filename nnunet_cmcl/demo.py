@@ -30,10 +30,16 @@ def scaled(budget: dict) -> dict:
     return {k: max(1, round(v * scale)) for k, v in budget.items()}
 
 
-class nnUNetTrainerCMCL_demo(nnUNetTrainerCMCL):
+class _PretrainingBudget:
+    """Mixin: the demo's pretraining budget for any CMCL trainer (read by its __init__ through ``overrides``)."""
+
     @property
     def overrides(self) -> dict:
         return scaled(PRETRAINING_BUDGET)
+
+
+class nnUNetTrainerCMCL_demo(_PretrainingBudget, nnUNetTrainerCMCL):
+    pass
 
 
 class nnUNetTrainerCMCLFinetune_demo(nnUNetTrainerCMCLFinetune):
@@ -44,20 +50,12 @@ class nnUNetTrainerCMCLFinetune_demo(nnUNetTrainerCMCLFinetune):
         return scaled(SEGMENTATION_BUDGET)
 
 
-class nnUNetTrainerCMCL_DAE_demo(nnUNetTrainerCMCL_DAE):
-    """The reconstruction hybrid with the pretraining budget of nnUNetTrainerCMCL_demo (scripts/hybrid_study.py)."""
-
-    @property
-    def overrides(self) -> dict:
-        return scaled(PRETRAINING_BUDGET)
+class nnUNetTrainerCMCL_DAE_demo(_PretrainingBudget, nnUNetTrainerCMCL_DAE):
+    """The reconstruction hybrid with the demo's pretraining budget (scripts/hybrid_study.py)."""
 
 
-class nnUNetTrainerCMCL_Aug_demo(nnUNetTrainerCMCL_Aug):
-    """One-modality views with the pretraining budget of nnUNetTrainerCMCL_demo (scripts/hybrid_study.py)."""
-
-    @property
-    def overrides(self) -> dict:
-        return scaled(PRETRAINING_BUDGET)
+class nnUNetTrainerCMCL_Aug_demo(_PretrainingBudget, nnUNetTrainerCMCL_Aug):
+    """One-modality views with the demo's pretraining budget (scripts/hybrid_study.py)."""
 
 
 class nnUNetTrainerCMCLFinetune_demoDAE(nnUNetTrainerCMCLFinetune_demo):
@@ -71,6 +69,20 @@ class nnUNetTrainerVanilla_demo(nnUNetTrainer):
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
         vars(self).update(scaled(SEGMENTATION_BUDGET))
+
+
+def plan_and_preprocess_once(dataset_id: int) -> bool:
+    """nnUNetv2_plan_and_preprocess (3d_fullres, integrity check) unless its output exists; True if it ran."""
+    from nnunet_cmcl.prepare import dataset_name
+
+    folder = os.path.join(os.environ["nnUNet_preprocessed"], dataset_name(dataset_id))
+    if os.path.isfile(os.path.join(folder, "nnUNetPlans.json")) and os.path.isdir(
+            os.path.join(folder, "nnUNetPlans_3d_fullres")):
+        return False
+    exe = os.path.join(os.path.dirname(sys.executable), "nnUNetv2_plan_and_preprocess")
+    subprocess.run([exe, "-d", str(dataset_id), "-c", "3d_fullres", "-np", "2", "-npfp", "2", "--no_pbar",
+                    "--verify_dataset_integrity"], check=True, stdout=subprocess.DEVNULL)
+    return True
 
 
 def _step(text: str) -> None:
@@ -101,14 +113,8 @@ def run_demo(workdir: str, kind: str = "brain", cases: int = 20, fraction: float
         writer = write_brain_dataset if kind == "brain" else write_phantom_dataset
         writer(raw, DATASET_ID, num_cases=cases, seed=seed)
     name = dataset_name(DATASET_ID)
-    if os.path.isfile(os.path.join(os.environ["nnUNet_preprocessed"], name, "nnUNetPlans.json")) and os.path.isdir(
-            os.path.join(os.environ["nnUNet_preprocessed"], name, "nnUNetPlans_3d_fullres")):
-        _step("2/4 plans and preprocessed data exist, kept")
-    else:
-        _step("2/4 nnUNetv2_plan_and_preprocess")
-        exe = os.path.join(os.path.dirname(sys.executable), "nnUNetv2_plan_and_preprocess")
-        subprocess.run([exe, "-d", str(DATASET_ID), "-c", "3d_fullres", "-np", "2", "-npfp", "2", "--no_pbar",
-                        "--verify_dataset_integrity"], check=True, stdout=subprocess.DEVNULL)
+    _step("2/4 " + ("nnUNetv2_plan_and_preprocess" if plan_and_preprocess_once(DATASET_ID) else
+                    "plans and preprocessed data exist, kept"))
     _step(f"3/4 pretraining, then fine-tuning and baseline on fold 0 with {fraction:g} of its labels")
     runs, _ = plan_runs(name, "3d_fullres", "nnUNetPlans", [0], [fraction], seed, "nnUNetTrainerCMCL_demo",
                         "nnUNetTrainerCMCLFinetune_demo", "nnUNetTrainerVanilla_demo")

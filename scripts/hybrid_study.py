@@ -12,10 +12,8 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
-import sys
 
-from nnunet_cmcl.demo import DATASET_ID, run_demo
+from nnunet_cmcl.demo import DATASET_ID, plan_and_preprocess_once, run_demo
 
 ONE_MODALITY_ID = DATASET_ID + 1
 FRACTION, SEED = 0.25, 0
@@ -69,11 +67,7 @@ def main() -> None:
                                                 "nnUNetTrainerCMCLFinetune_demoDAE", workdir))]
     source = os.path.join(os.environ["nnUNet_raw"], dataset_name(DATASET_ID))
     one_modality_copy(os.environ["nnUNet_raw"], source)
-    if not os.path.isdir(os.path.join(os.environ["nnUNet_preprocessed"], f"Dataset{ONE_MODALITY_ID}_CMCLBrainT1",
-                                      "nnUNetPlans_3d_fullres")):
-        exe = os.path.join(os.path.dirname(sys.executable), "nnUNetv2_plan_and_preprocess")
-        subprocess.run([exe, "-d", str(ONE_MODALITY_ID), "-c", "3d_fullres", "-np", "2", "-npfp", "2", "--no_pbar",
-                        "--verify_dataset_integrity"], check=True, stdout=subprocess.DEVNULL)
+    plan_and_preprocess_once(ONE_MODALITY_ID)
     rows.append(("T1 only", "CMCL_Aug", study(ONE_MODALITY_ID, "nnUNetTrainerCMCL_Aug_demo",
                                               "nnUNetTrainerCMCLFinetune_demo", workdir)))
 
