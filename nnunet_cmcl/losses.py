@@ -99,8 +99,9 @@ def _info_nce(a: torch.Tensor, c: torch.Tensor, anchor_index: torch.Tensor, temp
     positives = c[:, anchor_index]  # (V, B, M, D)
     pos_logits = torch.einsum("vbmd,wbmd->vwbm", a, positives) / temperature  # (V, V, B, M)
     terms = torch.logaddexp(pos_logits, lse_negative[:, None]) - pos_logits
-    off_diagonal = ~torch.eye(v, dtype=torch.bool, device=a.device)
-    return terms[off_diagonal].mean()
+    # mean over w != v by weighting, not boolean indexing: a mask index makes the host wait for the device
+    off_diagonal = 1.0 - torch.eye(v, device=a.device)
+    return (terms * off_diagonal[:, :, None, None]).sum() / (v * (v - 1) * b * m)
 
 
 def retrieval_top1(queries: torch.Tensor, keys: torch.Tensor, ignored: torch.Tensor | None = None) -> float:

@@ -80,7 +80,17 @@ class ViewSampler(nn.Module):
         channel_to_group = torch.empty(num_channels, dtype=torch.long)
         for g, channels in enumerate(groups):
             channel_to_group[channels] = g
+        # constants of the step as buffers: they move to the device once. Built per step from Python lists, each
+        # would be a blocking host-to-device copy, which waits for all queued GPU work (a host sync)
+        d = len(patch_size)
         self.register_buffer("channel_to_group", channel_to_group, persistent=False)
+        self.register_buffer("shift_steps_t", torch.tensor(self.shift_steps), persistent=False)
+        self.register_buffer("strides_t", torch.tensor(self.strides), persistent=False)
+        self.register_buffer("view_size_t", torch.tensor(self.view_bottleneck), persistent=False)
+        self.register_buffer("flat_stride_t", torch.tensor([math.prod(self.view_bottleneck[i + 1:]) for i in range(d)]),
+                             persistent=False)
+        grid = torch.meshgrid(*[torch.arange(n) for n in self.patch_bottleneck], indexing="ij")
+        self.register_buffer("bottleneck_grid", torch.stack(grid, dim=-1).view(-1, d), persistent=False)  # (N, d)
 
     @property
     def num_views(self) -> int:
@@ -114,11 +124,10 @@ class ViewSampler(nn.Module):
         """data (B, C, *P) -> the views' undisrupted crops with every channel (V*B, C, *Q), offsets (V, B, d)."""
         b, c = data.shape[:2]
         v, dev = self.num_views, data.device
-        steps = torch.tensor(self.shift_steps, device=dev)
-        offsets = (torch.rand(v, b, len(steps), device=dev) * (steps + 1)).long()  # uniform in 0..steps
-        # one gather with broadcast index tensors copies every view at once (no per-view Python loop)
         d = len(self.crop_size)
-        voxel_offsets = (offsets * torch.tensor(self.strides, device=dev)).reshape(v * b, d)
+        offsets = (torch.rand(v, b, d, device=dev) * (self.shift_steps_t + 1)).long()  # uniform in 0..steps
+        # one gather with broadcast index tensors copies every view at once (no per-view Python loop)
+        voxel_offsets = (offsets * self.strides_t).reshape(v * b, d)
         index = [torch.arange(b, device=dev).repeat(v).view(-1, *[1] * (d + 1)),
                  torch.arange(c, device=dev).view(1, c, *[1] * d)]
         for axis, q in enumerate(self.crop_size):
@@ -148,15 +157,12 @@ class ViewSampler(nn.Module):
         into each view's bottleneck grid. The M locations of a sample are distinct and seen by every view."""
         v, b, d = offsets.shape
         dev = offsets.device
-        grid = torch.stack(torch.meshgrid(*[torch.arange(n, device=dev) for n in self.patch_bottleneck],
-                                          indexing="ij"), dim=-1).view(-1, d)  # (N, d)
-        view_size = torch.tensor(self.view_bottleneck, device=dev)
+        grid = self.bottleneck_grid  # (N, d)
         lo = offsets.amax(dim=0)  # (B, d): overlap of all views
-        hi = offsets.amin(dim=0) + view_size
+        hi = offsets.amin(dim=0) + self.view_size_t
         inside = ((grid[None] >= lo[:, None]) & (grid[None] < hi[:, None])).all(dim=-1)  # (B, N)
         scores = torch.rand(b, grid.shape[0], device=dev).masked_fill(~inside, -1.0)
         chosen = scores.topk(self.num_locations, dim=1).indices  # (B, M), inside by construction of M
         positions = grid[chosen]  # (B, M, d)
         local = positions[None] - offsets[:, :, None]  # (V, B, M, d)
-        flat_stride = torch.tensor([math.prod(self.view_bottleneck[i + 1:]) for i in range(d)], device=dev)
-        return positions, (local * flat_stride).sum(dim=-1)
+        return positions, (local * self.flat_stride_t).sum(dim=-1)

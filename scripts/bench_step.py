@@ -23,6 +23,7 @@ from nnunetv2.paths import nnUNet_preprocessed
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
 
+from nnunet_cmcl.host_syncs import count_train_step
 from nnunet_cmcl.losses import cmcl_loss
 from nnunet_cmcl.trainer import nnUNetTrainerCMCL
 
@@ -193,6 +194,11 @@ def main() -> None:
     saved = [saved_for_backward_bytes(trainer, batches[0]) / 2**20 for trainer in (vanilla, cmcl)]
     print(f"  activations saved for backward: vanilla {saved[0]:.1f} MiB, CMCL {saved[1]:.1f} MiB, "
           f"ratio {saved[1] / saved[0]:.3f}")
+    counters = [count_train_step(trainer, batches[0]) for trainer in (vanilla, cmcl)]
+    print(f"  host syncs in one step (values read on the host, data-dependent shapes; a device-to-host copy is "
+          f"seen only on CUDA): vanilla {counters[0].total} {dict(counters[0].syncs)}, "
+          f"CMCL {counters[1].total} {dict(counters[1].syncs)}; tensors built from Python data: "
+          f"vanilla {counters[0].from_python_data}, CMCL {counters[1].from_python_data}")
     head_share = heads_and_loss_time(cmcl, batches[0], device) / statistics.median(t_cmcl)
     print(f"  heads + loss: {100 * head_share:.1f} % of the CMCL step "
           f"({cmcl.cmcl_model.sampler.num_locations} dense locations)")

@@ -8,9 +8,11 @@ from nnunetv2.run.load_pretrained_weights import load_pretrained_weights
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from conftest import plan_and_preprocess
+from nnunet_cmcl.dae import nnUNetTrainerCMCL_DAE
 from nnunet_cmcl.errors import CMCLInputError
+from nnunet_cmcl.host_syncs import count_train_step
 from nnunet_cmcl.trainer import nnUNetTrainerCMCL
-from nnunet_cmcl.variants import nnUNetTrainerCMCL_plusFull
+from nnunet_cmcl.variants import nnUNetTrainerCMCL_Aug, nnUNetTrainerCMCL_plusFull
 
 DATASET = "Dataset501_CMCLPhantom"
 
@@ -96,6 +98,17 @@ def test_all_channels_view_variant_runs(env, monkeypatch):
     trainer.on_train_start()
     assert trainer.cmcl_model.sampler.num_views == 3
     assert torch.isfinite(trainer.train_step(next(trainer.dataloader_train))["loss"])
+
+
+@pytest.mark.parametrize("cls", [nnUNetTrainerCMCL, nnUNetTrainerCMCL_DAE, nnUNetTrainerCMCL_Aug])
+def test_step_waits_for_the_device_once(env, monkeypatch, cls):
+    # the one sync is the finite check that decides whether to update; nnU-Net's own step also syncs once
+    # (its loss to numpy). Boolean-mask indexing or constants built from lists per step would add more
+    trainer = make_trainer(env, monkeypatch, "3d_fullres", cls=cls)
+    trainer.on_train_start()
+    counter = count_train_step(trainer, next(trainer.dataloader_train))
+    assert dict(counter.syncs) == {"aten._local_scalar_dense.default": 1}
+    assert counter.from_python_data == 1  # the batch's case ids, copied to the device without blocking
 
 
 def test_one_channel_dataset_is_refused_before_training(env, monkeypatch):
