@@ -64,7 +64,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_prepare(args: argparse.Namespace) -> int:
     from nnunet_cmcl.prepare import prepare
 
-    command = prepare(args.s, args.t, args.c, args.pl, args.np)
+    command = prepare(args.s, args.t, args.c, args.pl, args.np, args.tr)
     print(f"[prepare] done. Pretrain with:\n  {command}")
     return 0
 
@@ -73,17 +73,18 @@ def _cmd_pretrain_plans(args: argparse.Namespace) -> int:
     from batchgenerators.utilities.file_and_folder_operations import isfile, join, load_json, save_json
     from nnunetv2.paths import nnUNet_preprocessed
 
-    from nnunet_cmcl.plans.pretraining import derive_pretraining_plans
+    from nnunet_cmcl.plans.pretraining import derive_pretraining_plans, find_pretraining_trainer
     from nnunet_cmcl.prepare import dataset_name
 
+    trainer_class = find_pretraining_trainer(args.tr)
     folder = join(nnUNet_preprocessed, dataset_name(args.d))
     if not isfile(join(folder, args.p + ".json")):
         raise CMCLInputError(f"{join(folder, args.p + '.json')} does not exist; plan the dataset first")
     derived, report = derive_pretraining_plans(load_json(join(folder, args.p + ".json")), args.c,
-                                               load_json(join(folder, "dataset.json")))
+                                               load_json(join(folder, "dataset.json")), trainer_class)
     save_json(derived, join(folder, derived["plans_name"] + ".json"), sort_keys=False)
     print(report)
-    print(f"pretrain with: nnUNetv2_train {args.d} {args.c} all -tr nnUNetTrainerCMCL -p {derived['plans_name']}")
+    print(f"pretrain with: nnUNetv2_train {args.d} {args.c} all -tr {args.tr} -p {derived['plans_name']}")
     return 0
 
 
@@ -205,6 +206,12 @@ def _target_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-p", default="nnUNetPlans", help="target plans identifier (default nnUNetPlans)")
 
 
+def _pretraining_trainer_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-tr", default="nnUNetTrainerCMCL",
+                   help="pretraining trainer the plans are sized for (default nnUNetTrainerCMCL; "
+                        "nnUNetTrainerCMCL_DAE also runs the decoder, so it gets a smaller batch)")
+
+
 # nnU-Net's folders each command reads or writes, checked before any work
 NEEDED_PATHS = {"verify": ("nnUNet_preprocessed",), "export": ("nnUNet_preprocessed",),
                 "prepare": ("nnUNet_raw", "nnUNet_preprocessed"), "pretrain-plans": ("nnUNet_preprocessed",),
@@ -251,11 +258,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-c", default="3d_fullres", help="configuration (default 3d_fullres)")
     p.add_argument("-pl", default="nnUNetPlans", help="plans identifier of the target (default nnUNetPlans)")
     p.add_argument("-np", type=int, default=4, help="preprocessing processes (default 4)")
+    _pretraining_trainer_argument(p)
     p.set_defaults(func=_cmd_prepare)
     p = sub.add_parser("pretrain-plans", help="write <plans>_CMCL: the target's plans with a batch sized for CMCL")
-    p.add_argument("-d", required=True, help="dataset name or id (preprocessed)")
-    p.add_argument("-c", default="3d_fullres", help="configuration (default 3d_fullres)")
-    p.add_argument("-p", default="nnUNetPlans", help="plans identifier (default nnUNetPlans)")
+    _dataset_arguments(p, "dataset name or id (preprocessed)")
+    _pretraining_trainer_argument(p)
     p.set_defaults(func=_cmd_pretrain_plans)
     p = sub.add_parser("splits", help="add low-label folds to splits_final.json (subsets of existing folds' training sets)")
     p.add_argument("-d", required=True, help="dataset name or id (preprocessed, with splits_final.json)")

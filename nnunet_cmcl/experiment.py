@@ -69,7 +69,7 @@ def plan_runs(name: str, configuration: str, plans: str, folds: list[int], fract
         return join(nnUNet_results, name, f"{trainer}__{plans}__{configuration}", f"fold_{fold}")
 
     ensure_splits(name, configuration, plans)
-    pretrain = Run("pretraining (CMCL, no labels)", pretrainer, "all", folder(pretrainer, "all"))
+    pretrain = Run("pretraining, no labels", pretrainer, "all", folder(pretrainer, "all"))
     runs = [pretrain]
     mapping = fraction_folds(name, folds, fractions, seed)
     for (source, fraction), fold in sorted(mapping.items()):

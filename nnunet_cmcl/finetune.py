@@ -74,7 +74,7 @@ class nnUNetTrainerCMCLFinetune(nnUNetTrainer):
         # here with one line and a malicious one never reaches the unsafe loader
         path = pretrained_weights_path()
         if path is not None and not self.was_initialized:
-            load_checkpoint_safely(path)
+            self._pretrained_checkpoint = load_checkpoint_safely(path)  # kept for on_train_start's record
         super().initialize()
 
     def save_checkpoint(self, filename: str) -> None:
@@ -94,20 +94,22 @@ class nnUNetTrainerCMCLFinetune(nnUNetTrainer):
     def on_train_start(self):
         # recorded before super() writes debug.json, which stores every plain attribute of the trainer;
         # a resumed run (--c) has trained weights: its source was recorded when it started
-        self.pretrained_source = self._describe_pretrained_weights() if self.current_epoch == 0 else \
+        checkpoint = vars(self).pop("_pretrained_checkpoint", None)  # not an attribute debug.json should print
+        self.pretrained_source = self._describe_pretrained_weights(checkpoint) if self.current_epoch == 0 else \
             {"resumed_at_epoch": self.current_epoch}
         super().on_train_start()
         self.print_to_log_file(f"warm-up epochs: {self.warmup_epochs}, encoder frozen for the first "
                                f"{self.freeze_encoder_epochs} epochs")
         self.print_to_log_file("pretrained weights: " + json.dumps(self.pretrained_source))
 
-    def _describe_pretrained_weights(self) -> dict:
+    def _describe_pretrained_weights(self, checkpoint: dict | None) -> dict:
         path = pretrained_weights_path()
         if path is None:
             self.print_to_log_file("WARNING: no -pretrained_weights given: this run starts from random weights "
                                    "like the vanilla baseline")
             return {"path": None}
-        checkpoint = load_checkpoint_safely(path)
+        if checkpoint is None:  # initialize() did not read it (it ran before the path was set)
+            checkpoint = load_checkpoint_safely(path)
         network_state = unwrap(self.network).state_dict()
         encoder_keys = [k for k in network_state if k.startswith("encoder.")]
         loaded = sum(torch.equal(network_state[k].cpu(), checkpoint["network_weights"][k].cpu())

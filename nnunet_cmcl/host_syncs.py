@@ -3,10 +3,10 @@
 A host sync stalls the CPU until the GPU has finished everything queued, so the GPU then idles while the
 CPU queues the next kernels. The counter runs on any device, CPU included, so tests and benchmarks can
 hold a step to its intended syncs without a GPU. It sees values read on the host (``.item()``, ``bool(t)``,
-Python control flow on a tensor) and operations whose output size depends on the data (boolean-mask
-indexing, ``nonzero``, ``masked_select``, ``unique``, ...). Separately it counts tensors built from Python
-data (``torch.tensor([...])``): made with ``device=cuda`` each is a blocking copy, a sync too. It cannot see
-device-to-host copies on the CPU, where ``.cpu()`` does nothing.
+Python control flow on a tensor), device-to-host copies (``.cpu()``, seen only where the tensor is on a
+device) and operations whose output size depends on the data (boolean-mask indexing, ``nonzero``,
+``masked_select``, ``unique``, ...). Separately it counts tensors built from Python data
+(``torch.tensor([...])``): made with ``device=cuda`` each is a blocking copy, a sync too.
 """
 from __future__ import annotations
 
@@ -26,6 +26,13 @@ def _has_bool_index(args) -> bool:
     return any(isinstance(i, torch.Tensor) and i.dtype in (torch.bool, torch.uint8) for i in indices or ())
 
 
+def _copies_to_host(name: str, args, kwargs) -> bool:
+    if not name.startswith("aten._to_copy") or not isinstance(args[0], torch.Tensor):
+        return False
+    target = (kwargs or {}).get("device")
+    return args[0].device.type != "cpu" and target is not None and torch.device(target).type == "cpu"
+
+
 class HostSyncCounter(TorchDispatchMode):
     """``with HostSyncCounter() as c: ...``; then ``c.syncs`` counts sync-causing ops by name and
     ``c.from_python_data`` the tensors built from Python values."""
@@ -40,7 +47,8 @@ class HostSyncCounter(TorchDispatchMode):
         name = str(func)
         if self.paused:
             pass
-        elif name.startswith(_ALWAYS_SYNC) or (name.startswith(_SYNC_WITH_BOOL_INDEX) and _has_bool_index(args)):
+        elif (name.startswith(_ALWAYS_SYNC) or (name.startswith(_SYNC_WITH_BOOL_INDEX) and _has_bool_index(args))
+              or _copies_to_host(name, args, kwargs)):
             self.syncs[name] += 1
         elif name.startswith(_FROM_PYTHON_DATA):
             self.from_python_data += 1

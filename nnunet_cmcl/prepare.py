@@ -23,7 +23,7 @@ from nnunetv2.utilities.utils import (create_lists_from_splitted_dataset_folder,
 
 from nnunet_cmcl.datacheck import check_finite_images
 from nnunet_cmcl.errors import CMCLInputError
-from nnunet_cmcl.plans.pretraining import derive_pretraining_plans
+from nnunet_cmcl.plans.pretraining import derive_pretraining_plans, find_pretraining_trainer
 
 
 def dataset_name(dataset: str | int) -> str:
@@ -80,8 +80,10 @@ def preprocess_images_only(name: str, plans: dict, configuration: str, dataset_j
 
 
 def prepare(target: str, pretrain: str, configuration: str = "3d_fullres", plans_identifier: str = "nnUNetPlans",
-            processes: int = 4) -> str:
-    """Prepares ``pretrain`` for CMCL pretraining with the plans of ``target``; returns the nnUNetv2_train command."""
+            processes: int = 4, trainer: str = "nnUNetTrainerCMCL") -> str:
+    """Prepares ``pretrain`` for pretraining with ``trainer`` and the plans of ``target``; returns the
+    nnUNetv2_train command."""
+    trainer_class = find_pretraining_trainer(trainer)
     target_name, pretrain_name = dataset_name(target), dataset_name(pretrain)
     if target_name == pretrain_name:
         raise CMCLInputError(f"-s and -t are both {target_name}; pretrain on the target itself without prepare")
@@ -123,8 +125,7 @@ def prepare(target: str, pretrain: str, configuration: str = "3d_fullres", plans
                         join(folder, "dataset_fingerprint.json"))
         n = preprocess_images_only(pretrain_name, plans, configuration, pretrain_json, processes)
         print(f"[prepare] {n} unlabeled cases preprocessed")
-    derived, report = derive_pretraining_plans(plans, configuration, pretrain_json)
+    derived, report = derive_pretraining_plans(plans, configuration, pretrain_json, trainer_class)
     save_json(derived, join(folder, derived["plans_name"] + ".json"), sort_keys=False)
     print(f"[prepare] pretraining plans {derived['plans_name']}: {report}")
-    return (f"nnUNetv2_train {pretrain_name[7:10]} {configuration} all -tr nnUNetTrainerCMCL "
-            f"-p {derived['plans_name']}")
+    return f"nnUNetv2_train {pretrain_name[7:10]} {configuration} all -tr {trainer} -p {derived['plans_name']}"

@@ -116,7 +116,7 @@ def _claim_target(raw_root: str, dataset_id: int, name: str) -> tuple[str, str]:
     return folder_name, target
 
 
-def _build_atomically(raw_root: str, folder_name: str, target: str, with_labels: bool,
+def build_dataset_atomically(raw_root: str, folder_name: str, target: str, with_labels: bool,
                       fill: Callable[[str], None]) -> str:
     """Creates imagesTr (and labelsTr) in a temp folder, lets ``fill`` write into it, then renames it to target."""
     # Build in a hidden temp folder on the same filesystem, then rename: readers never see a half-written dataset.
@@ -160,7 +160,7 @@ def write_phantom_dataset(raw_root: str, dataset_id: int, name: str = "CMCLPhant
                               num_training_cases=num_cases, file_ending=".nii.gz", dataset_name=folder_name,
                               description="synthetic multi-modal ellipsoid phantom (nnunet_cmcl.synthetic)")
 
-    return _build_atomically(raw_root, folder_name, target, with_labels, fill)
+    return build_dataset_atomically(raw_root, folder_name, target, with_labels, fill)
 
 
 @functools.lru_cache(maxsize=4)
@@ -265,4 +265,4 @@ def write_brain_dataset(raw_root: str, dataset_id: int, name: str = "CMCLBrain",
                               description="simulated multi-modal brain MRI from nilearn's MNI152 templates "
                                           "(nnunet_cmcl.synthetic)")
 
-    return _build_atomically(raw_root, folder_name, target, with_labels, fill)
+    return build_dataset_atomically(raw_root, folder_name, target, with_labels, fill)

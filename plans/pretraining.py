@@ -2,31 +2,58 @@
 
 The CMCL step runs only the encoder, on sub-crops of the patch, so it holds fewer feature maps than the
 vanilla step. nnU-Net sizes its batch by the feature-map volume of the network
-(``compute_conv_feature_map_size``); the freed volume here buys more samples, hence more negatives.
+(``compute_conv_feature_map_size``); the freed volume here buys more samples, hence more negatives. A trainer
+that also reconstructs (nnUNetTrainerCMCL_DAE) runs the decoder too, and its plans are sized for that.
 """
 from __future__ import annotations
 
 import math
+import os
 from copy import deepcopy
 
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
+from nnunetv2.utilities.find_class_by_name import recursive_find_python_class
+from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-from nnunet_cmcl.config import CMCLConfig
+from nnunet_cmcl.errors import CMCLInputError
+from nnunet_cmcl.trainer import nnUNetTrainerCMCL
 from nnunet_cmcl.views import ViewSampler, modality_groups, total_strides
 
-SUFFIX = "_CMCL"
+
+def find_pretraining_trainer(name: str) -> type:
+    """The pretraining trainer class called ``name``, as ``-tr`` of nnUNetv2_train names it: one shipped with
+    nnunet-cmcl, or a subclass of nnUNetTrainerCMCL in a folder of ``nnUNet_extTrainer``."""
+    import nnunet_cmcl.trainers
+
+    cls = recursive_find_python_class(os.path.dirname(nnunet_cmcl.trainers.__file__), name, "nnunet_cmcl.trainers")
+    if cls is None:
+        try:
+            cls = recursive_find_trainer_class_by_name(name)  # nnU-Net's own search, nnUNet_extTrainer included
+        except RuntimeError:
+            cls = None
+    if cls is None or not issubclass(cls, nnUNetTrainerCMCL):
+        raise CMCLInputError(f"{name} is not a pretraining trainer (a subclass of nnUNetTrainerCMCL); "
+                             f"`nnunet-cmcl trainers` lists the shipped ones")
+    return cls
 
 
-def derive_pretraining_plans(plans: dict, configuration: str, dataset_json: dict, config: CMCLConfig = CMCLConfig(),
-                             max_factor: float = 4.0) -> tuple[dict, str]:
-    """(plans named ``<plans_name>_CMCL`` with a larger batch for ``configuration``, one-line report).
+def plans_suffix(trainer_class: type) -> str:
+    """'_CMCL' for nnUNetTrainerCMCL, '_CMCL_DAE' for nnUNetTrainerCMCL_DAE, ...: one plans file per trainer."""
+    return "_" + trainer_class.__name__.removeprefix("nnUNetTrainer")
+
+
+def derive_pretraining_plans(plans: dict, configuration: str, dataset_json: dict,
+                             trainer_class: type = nnUNetTrainerCMCL, max_factor: float = 4.0) -> tuple[dict, str]:
+    """(plans named ``<plans_name>`` + ``plans_suffix(trainer_class)`` with a batch for ``configuration`` sized for
+    that trainer's step, one-line report).
 
     Everything else, data_identifier and architecture included, stays as it is, so the preprocessed data
     is reused and the weights fit the target network. The batch grows by the ratio of feature-map volumes
-    (vanilla step / CMCL step), at most ``max_factor``, never shrinks.
+    (vanilla step / pretraining step), at most ``max_factor``, never shrinks.
     """
+    config = trainer_class.cmcl_config
     manager = PlansManager(deepcopy(plans))
     conf = manager.get_configuration(configuration)
     channels = determine_num_input_channels(manager, conf, dataset_json)
@@ -35,13 +62,16 @@ def derive_pretraining_plans(plans: dict, configuration: str, dataset_json: dict
     sampler = ViewSampler(modality_groups(dataset_json["channel_names"]), channels, conf.patch_size,
                           total_strides(network.encoder.strides), config)
     vanilla = float(network.compute_conv_feature_map_size(conf.patch_size))
-    cmcl = sampler.num_views * float(network.encoder.compute_conv_feature_map_size(sampler.crop_size))
+    reconstructs = config.weight_reconstruction > 0  # the decoder runs on every view too
+    in_step = network if reconstructs else network.encoder
+    cmcl = sampler.num_views * float(in_step.compute_conv_feature_map_size(sampler.crop_size))
     factor = min(max_factor, max(1.0, vanilla / cmcl))
     batch = max(conf.batch_size, math.floor(conf.batch_size * factor))
     derived = deepcopy(plans)
-    derived["plans_name"] = plans["plans_name"] + SUFFIX
+    derived["plans_name"] = plans["plans_name"] + plans_suffix(trainer_class)
     derived["configurations"][configuration]["batch_size"] = batch
-    report = (f"{configuration}: batch {conf.batch_size} -> {batch} (the CMCL step, {sampler.num_views} views "
-              f"of crop {sampler.crop_size}, encoder only, holds {cmcl / vanilla:.2f}x the feature maps of the "
-              f"vanilla step)")
+    report = (f"{configuration}: batch {conf.batch_size} -> {batch} (the {trainer_class.__name__} step, "
+              f"{sampler.num_views} views of crop {sampler.crop_size}, "
+              f"{'encoder and decoder' if reconstructs else 'encoder only'}, holds {cmcl / vanilla:.2f}x the "
+              f"feature maps of the vanilla step)")
     return derived, report

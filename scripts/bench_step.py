@@ -195,8 +195,8 @@ def main() -> None:
     print(f"  activations saved for backward: vanilla {saved[0]:.1f} MiB, CMCL {saved[1]:.1f} MiB, "
           f"ratio {saved[1] / saved[0]:.3f}")
     counters = [count_train_step(trainer, batches[0]) for trainer in (vanilla, cmcl)]
-    print(f"  host syncs in one step (values read on the host, data-dependent shapes; a device-to-host copy is "
-          f"seen only on CUDA): vanilla {counters[0].total} {dict(counters[0].syncs)}, "
+    print(f"  host syncs in one step (values read on the host, data-dependent shapes, device-to-host copies, "
+          f"these seen only on CUDA): vanilla {counters[0].total} {dict(counters[0].syncs)}, "
           f"CMCL {counters[1].total} {dict(counters[1].syncs)}; tensors built from Python data: "
           f"vanilla {counters[0].from_python_data}, CMCL {counters[1].from_python_data}")
     head_share = heads_and_loss_time(cmcl, batches[0], device) / statistics.median(t_cmcl)

@@ -14,6 +14,7 @@ import os
 import shutil
 
 from nnunet_cmcl.demo import DATASET_ID, plan_and_preprocess_once, run_demo
+from nnunet_cmcl.synthetic import build_dataset_atomically
 
 ONE_MODALITY_ID = DATASET_ID + 1
 FRACTION, SEED = 0.25, 0
@@ -24,20 +25,20 @@ def one_modality_copy(raw: str, source: str) -> str:
     target = os.path.join(raw, f"Dataset{ONE_MODALITY_ID}_CMCLBrainT1")
     if os.path.isdir(target):
         return target
-    tmp = target + ".tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(os.path.join(tmp, "imagesTr"))
-    shutil.copytree(os.path.join(source, "labelsTr"), os.path.join(tmp, "labelsTr"))
-    for name in os.listdir(os.path.join(source, "imagesTr")):
-        if name.endswith("_0000.nii.gz"):
-            shutil.copy(os.path.join(source, "imagesTr", name), os.path.join(tmp, "imagesTr", name))
-    with open(os.path.join(source, "dataset.json")) as f:
-        dataset_json = json.load(f)
-    dataset_json.update(channel_names={"0": "T1"}, name=os.path.basename(target))
-    with open(os.path.join(tmp, "dataset.json"), "w") as f:
-        json.dump(dataset_json, f, indent=2)
-    os.replace(tmp, target)
-    return target
+
+    def fill(folder: str) -> None:
+        for name in os.listdir(os.path.join(source, "imagesTr")):
+            if name.endswith("_0000.nii.gz"):
+                shutil.copy(os.path.join(source, "imagesTr", name), os.path.join(folder, "imagesTr", name))
+        for name in os.listdir(os.path.join(source, "labelsTr")):
+            shutil.copy(os.path.join(source, "labelsTr", name), os.path.join(folder, "labelsTr", name))
+        with open(os.path.join(source, "dataset.json")) as f:
+            dataset_json = json.load(f)
+        dataset_json.update(channel_names={"0": "T1"}, name=os.path.basename(target))
+        with open(os.path.join(folder, "dataset.json"), "w") as f:
+            json.dump(dataset_json, f, indent=2)
+
+    return build_dataset_atomically(raw, os.path.basename(target), target, True, fill)
 
 
 def study(dataset_id: int, pretrainer: str, finetuner: str, workdir: str) -> dict:

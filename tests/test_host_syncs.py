@@ -1,4 +1,5 @@
 """HostSyncCounter sees the operations that make the host wait for a CUDA device, on the CPU too."""
+import pytest
 import torch
 
 from nnunet_cmcl.host_syncs import HostSyncCounter
@@ -16,3 +17,12 @@ def test_counts_host_reads_and_data_dependent_shapes_but_not_arithmetic():
         x[mask]
         bool(y.sum() > 0)
     assert dict(counter.syncs) == {"aten._local_scalar_dense.default": 2, "aten.index.Tensor": 1}
+
+
+def test_counts_copies_from_a_device_to_the_host():
+    # a meta tensor stands in for a CUDA one: the copy is seen before it runs (and fails, having no data)
+    with HostSyncCounter() as counter:
+        torch.ones(2).to(torch.float64)  # a copy on the host is no sync
+        with pytest.raises(NotImplementedError):
+            torch.empty(2, device="meta").cpu()
+    assert dict(counter.syncs) == {"aten._to_copy.default": 1}
