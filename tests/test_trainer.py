@@ -111,6 +111,29 @@ def test_step_waits_for_the_device_once(env, monkeypatch, cls):
     assert counter.from_python_data == 1  # the batch's case ids, copied to the device without blocking
 
 
+@pytest.mark.parametrize("cls", [nnUNetTrainerCMCL, nnUNetTrainerCMCL_DAE, nnUNetTrainerCMCL_Aug])
+def test_model_compiles_as_one_graph_and_matches_eager(env, monkeypatch, cls):
+    # nnU-Net compiles the trained module on CUDA by default; a graph break (fullgraph=True raises on one) would
+    # split the step, and a data-dependent shape would recompile. aot_eager traces as inductor does, with no
+    # C++ compiler needed
+    trainer = make_trainer(env, monkeypatch, "3d_fullres", cls=cls)
+    trainer.on_train_start()
+    data = next(trainer.dataloader_train)["data"]
+    compiled = torch.compile(trainer.cmcl_model, fullgraph=True, backend="aot_eager")
+    torch.manual_seed(0)
+    eager_out = trainer.cmcl_model(data)
+    torch.manual_seed(0)
+    compiled_out = compiled(data)
+    assert set(compiled_out) == set(eager_out)
+    for key, value in eager_out.items():
+        if value.is_floating_point() and key != "crops":
+            assert torch.allclose(compiled_out[key], value, atol=1e-4), key
+        else:  # the same random crops and locations
+            assert torch.equal(compiled_out[key], value), key
+    sum(v.sum() for k, v in compiled_out.items() if v.requires_grad).backward()
+    assert all(p.grad is not None for p in trainer.cmcl_model.encoder.parameters())
+
+
 def test_one_channel_dataset_is_refused_before_training(env, monkeypatch):
     dataset_json = load_json(join(env["nnUNet_preprocessed"], DATASET, "dataset.json"))
     dataset_json["channel_names"] = {"0": "CT"}
