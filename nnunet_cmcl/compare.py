@@ -212,7 +212,12 @@ def wilcoxon_p(diffs: np.ndarray) -> tuple[float, str]:
         return 1.0, "all paired differences are ties: Wilcoxon p set to 1.0"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # scipy warns about ties/zeros switching to the normal approximation
-        return float(wilcoxon(d, alternative="two-sided").pvalue), ""
+        p = float(wilcoxon(d, alternative="two-sided").pvalue)
+    n = int(np.count_nonzero(d))
+    if n <= 5:  # the exact two-sided p when all n differences share a sign is 2 / 2^n: 0.0625 for n = 5
+        return p, (f"{n} non-tied pairs: the smallest possible Wilcoxon p is {2.0 ** (1 - n):.4g}, so no difference "
+                   f"can reach p < 0.05; use more cases or folds")
+    return p, ""
 
 
 def _nan_note(n_dropped: int) -> str:

@@ -117,7 +117,7 @@ def _claim_target(raw_root: str, dataset_id: int, name: str) -> tuple[str, str]:
 
 
 def build_dataset_atomically(raw_root: str, folder_name: str, target: str, with_labels: bool,
-                      fill: Callable[[str], None]) -> str:
+                             fill: Callable[[str], None]) -> str:
     """Creates imagesTr (and labelsTr) in a temp folder, lets ``fill`` write into it, then renames it to target."""
     # Build in a hidden temp folder on the same filesystem, then rename: readers never see a half-written dataset.
     tmp = tempfile.mkdtemp(prefix=f".{folder_name}.", dir=raw_root)

@@ -12,7 +12,7 @@ from nnunetv2.evaluation.evaluate_predictions import compute_metrics_on_folder
 from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
 from scipy.stats import wilcoxon
 
-from nnunet_cmcl.compare import compare, default_output_folder, format_table, write_report
+from nnunet_cmcl.compare import compare, default_output_folder, format_table, wilcoxon_p, write_report
 from nnunet_cmcl.errors import CMCLInputError
 
 PLANS, CONFIG = "nnUNetPlans", "3d_fullres"
@@ -124,6 +124,13 @@ def test_statistics_match_a_hand_computation(results):
     assert result["rows"][2]["n"] == 8
     per_case = {(p["fold"], p["case"]): p for p in result["cases"]}
     assert per_case[(1, "case_006")]["candidate"]["2"] == 0 and math.isnan(per_case[(1, "case_006")]["baseline"]["2"])
+
+
+def test_too_few_pairs_for_significance_are_named():
+    p, note = wilcoxon_p(np.array([0.1, 0.2, 0.3, 0.4]))  # all 4 better: as strong as 4 pairs get
+    assert p == pytest.approx(0.125) and "smallest possible Wilcoxon p is 0.125" in note
+    p, note = wilcoxon_p(np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6]))
+    assert p < 0.05 and note == ""
 
 
 def test_bootstrap_is_reproducible(results):
