@@ -37,7 +37,9 @@ for name in "${PACKAGES[@]}"; do
         "$PY" -m pip wheel -q --no-deps -w "$WORK/wheels" "$name==$version" 2> >(grep -v "is ignored" >&2)
     fi
 done
+had_build=$([[ -d build ]] && echo 1 || true)
 "$PY" -m pip wheel -q --no-deps -w "$WORK/wheels" . 2> >(grep -v "is ignored" >&2)
+[[ -n "$had_build" ]] || rm -rf build  # setuptools builds in the tree; leave it as it was
 
 # a wheel's files go straight into site-packages; pip is not needed on the machine
 mkdir -p "$WORK/site/bin"

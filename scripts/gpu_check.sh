@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One command for a CUDA machine: makes a tiny phantom dataset, runs CMCL pretraining through nnUNetv2_train on the
 # GPU (autocast, grad scaler and nnU-Net's default torch.compile), checks the checkpoint, then
-# scripts/bench_step.py --device cuda. About 5-8 minutes on one recent GPU; everything goes to a temp folder.
+# scripts/bench_step.py --device cuda. Sized for under 8 minutes on one recent GPU (not yet timed on one); everything
+# goes to a temp folder.
 #
 #   bash scripts/gpu_check.sh                                  # pip-installs this package (needs a registry)
 #   CMCL_BUNDLE=.gpu_bundle.tar.xz bash scripts/gpu_check.sh   # offline: what scripts/gpu_bundle.sh packed
