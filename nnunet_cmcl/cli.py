@@ -70,21 +70,20 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def _cmd_pretrain_plans(args: argparse.Namespace) -> int:
-    from batchgenerators.utilities.file_and_folder_operations import isfile, join, load_json, save_json
+    from batchgenerators.utilities.file_and_folder_operations import isfile, join, load_json
     from nnunetv2.paths import nnUNet_preprocessed
 
-    from nnunet_cmcl.plans.pretraining import derive_pretraining_plans, find_pretraining_trainer
+    from nnunet_cmcl.plans.pretraining import find_pretraining_trainer, write_pretraining_plans
     from nnunet_cmcl.prepare import dataset_name
 
     trainer_class = find_pretraining_trainer(args.tr)
     folder = join(nnUNet_preprocessed, dataset_name(args.d))
     if not isfile(join(folder, args.p + ".json")):
         raise CMCLInputError(f"{join(folder, args.p + '.json')} does not exist; plan the dataset first")
-    derived, report = derive_pretraining_plans(load_json(join(folder, args.p + ".json")), args.c,
-                                               load_json(join(folder, "dataset.json")), trainer_class)
-    save_json(derived, join(folder, derived["plans_name"] + ".json"), sort_keys=False)
+    _, report, command = write_pretraining_plans(folder, load_json(join(folder, args.p + ".json")), args.c,
+                                                 load_json(join(folder, "dataset.json")), trainer_class, args.d)
     print(report)
-    print(f"pretrain with: nnUNetv2_train {args.d} {args.c} all -tr {args.tr} -p {derived['plans_name']}")
+    print(f"pretrain with: {command}")
     return 0
 
 

@@ -33,11 +33,18 @@ class CMCLModel(nn.Module):
 
         All V*B views go through the encoder in one pass, which serves both the heads and the decoder.
         """
-        b = data.shape[0]
-        v = self.sampler.num_views
         crops, offsets = self.sampler.crop(data)
         skips = self.encoder(self.sampler.make_views(crops))
-        bottleneck = skips[-1]  # (V*B, F, *Q_bottleneck)
+        out = self.project(skips[-1], offsets)
+        if self.decoder is not None:
+            # every channel of the undisrupted crop, also those the view's channel mask removed
+            out["reconstruction"] = self.decoder(skips)
+            out["crops"] = crops
+        return out
+
+    def project(self, bottleneck: torch.Tensor, offsets: torch.Tensor) -> dict[str, torch.Tensor]:
+        """bottleneck (V*B, F, *Q_bottleneck) of the views, offsets (V, B, d) -> 'global', 'dense', 'positions'."""
+        v, b = offsets.shape[:2]
         out = {}
         if "global" in self.heads:
             out["global"] = self.heads["global"](bottleneck).view(v, b, -1)
@@ -46,8 +53,4 @@ class CMCLModel(nn.Module):
             dense = self.heads["dense"](bottleneck, flat_index.reshape(v * b, -1))
             out["dense"] = dense.view(v, b, *dense.shape[1:])
             out["positions"] = positions
-        if self.decoder is not None:
-            # every channel of the undisrupted crop, also those the view's channel mask removed
-            out["reconstruction"] = self.decoder(skips)
-            out["crops"] = crops
         return out

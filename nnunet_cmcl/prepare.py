@@ -23,7 +23,7 @@ from nnunetv2.utilities.utils import (create_lists_from_splitted_dataset_folder,
 
 from nnunet_cmcl.datacheck import check_finite_images
 from nnunet_cmcl.errors import CMCLInputError
-from nnunet_cmcl.plans.pretraining import derive_pretraining_plans, find_pretraining_trainer
+from nnunet_cmcl.plans.pretraining import find_pretraining_trainer, write_pretraining_plans
 
 
 def dataset_name(dataset: str | int) -> str:
@@ -125,7 +125,7 @@ def prepare(target: str, pretrain: str, configuration: str = "3d_fullres", plans
                         join(folder, "dataset_fingerprint.json"))
         n = preprocess_images_only(pretrain_name, plans, configuration, pretrain_json, processes)
         print(f"[prepare] {n} unlabeled cases preprocessed")
-    derived, report = derive_pretraining_plans(plans, configuration, pretrain_json, trainer_class)
-    save_json(derived, join(folder, derived["plans_name"] + ".json"), sort_keys=False)
-    print(f"[prepare] pretraining plans {derived['plans_name']}: {report}")
-    return f"nnUNetv2_train {pretrain_name[7:10]} {configuration} all -tr {trainer} -p {derived['plans_name']}"
+    plans_name, report, command = write_pretraining_plans(folder, plans, configuration, pretrain_json, trainer_class,
+                                                          pretrain_name[7:10])
+    print(f"[prepare] pretraining plans {plans_name}: {report}")
+    return command

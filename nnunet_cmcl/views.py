@@ -97,10 +97,8 @@ class ViewSampler(nn.Module):
         return self.config.total_views
 
     def channel_masks(self, batch_size: int, device: torch.device) -> torch.Tensor:
-        """(V, B, C) float mask, 1 where the view keeps the channel (every channel with 'augment')."""
+        """(V, B, C) float mask, 1 where the view keeps the channel (modality strategies; 'augment' keeps all)."""
         k, g = self.config.num_views, self.num_groups
-        if self.config.view_strategy == "augment":
-            return torch.ones(k, batch_size, len(self.channel_to_group), device=device)
         order = torch.rand(batch_size, g, device=device).argsort(dim=1)  # random modality order per sample
         if self.config.view_strategy == "single":
             group_view = torch.full((batch_size, g), -1, device=device, dtype=torch.long)
@@ -149,6 +147,8 @@ class ViewSampler(nn.Module):
         views = low_resolution(views, c.low_resolution_probability, c.low_resolution_factor)
         views = gaussian_noise(views, c.noise_std)
         views = mask_cubes(views, c.mask_ratio, c.mask_block)
+        if c.view_strategy == "augment":
+            return views  # every view keeps every channel: no mask to multiply by on every step
         masks = self.channel_masks(n // self.num_views, crops.device).reshape(n, channels)
         return views * masks.view(n, channels, *[1] * (crops.dim() - 2)).to(views.dtype)
 

@@ -11,6 +11,7 @@ import math
 import os
 from copy import deepcopy
 
+from batchgenerators.utilities.file_and_folder_operations import join, save_json
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
 from nnunetv2.utilities.find_class_by_name import recursive_find_python_class
@@ -75,3 +76,13 @@ def derive_pretraining_plans(plans: dict, configuration: str, dataset_json: dict
               f"{'encoder and decoder' if reconstructs else 'encoder only'}, holds {cmcl / vanilla:.2f}x the "
               f"feature maps of the vanilla step)")
     return derived, report
+
+
+def write_pretraining_plans(folder: str, plans: dict, configuration: str, dataset_json: dict, trainer_class: type,
+                            dataset: str) -> tuple[str, str, str]:
+    """Derives the plans, writes them into the preprocessed ``folder``; returns (plans name, report, the
+    nnUNetv2_train command that pretrains ``dataset`` with them)."""
+    derived, report = derive_pretraining_plans(plans, configuration, dataset_json, trainer_class)
+    save_json(derived, join(folder, derived["plans_name"] + ".json"), sort_keys=False)
+    command = f"nnUNetv2_train {dataset} {configuration} all -tr {trainer_class.__name__} -p {derived['plans_name']}"
+    return derived["plans_name"], report, command

@@ -132,16 +132,12 @@ def heads_and_loss_time(trainer, batch, device: torch.device, repeats: int = 5) 
     with torch.no_grad():
         views, offsets = model.sampler(batch["data"].to(device))
         bottleneck = model.encoder(views)[-1]
-    v, b = model.sampler.num_views, batch["data"].shape[0]
     times = []
     for _ in range(repeats):
         features = bottleneck.detach().requires_grad_()
         sync(device)
         start = time.perf_counter()
-        positions, flat_index = model.sampler.sample_locations(offsets)
-        out = {"global": model.heads["global"](features).view(v, b, -1),
-               "dense": model.heads["dense"](features, flat_index.reshape(v * b, -1)).view(v, b, flat_index.shape[-1], -1),
-               "positions": positions}
+        out = model.project(features, offsets)
         cmcl_loss(out, config.temperature, 1.0, 1.0, config.dense_exclusion_radius)["loss"].backward()
         sync(device)
         times.append(time.perf_counter() - start)
