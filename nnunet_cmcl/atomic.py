@@ -1,10 +1,13 @@
-"""Files that appear whole or not at all: written under a temporary name in the same folder, then renamed."""
+"""Files and folders that appear whole or not at all: written under a temporary name beside the target, then
+renamed."""
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 import torch
 
@@ -44,3 +47,24 @@ def write_text_atomically(text: str, path: str) -> None:
         with open(tmp, "w", newline="") as fh:
             fh.write(text)
     write_atomically(path, write)
+
+
+@contextmanager
+def folder_written_atomically(path: str, replace_existing: bool = True) -> Iterator[str]:
+    """Yields a hidden temporary folder beside ``path``; when the block ends without error it becomes ``path``.
+
+    An interrupted block leaves no temporary folder and the old ``path`` untouched, so a reader never sees a
+    half-written dataset or evaluation. ``replace_existing=False``: fail instead of replacing an existing ``path``.
+    """
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=parent)
+    try:
+        os.chmod(tmp, 0o755)  # mkdtemp creates 0700; the final folder should be a normal one
+        yield tmp
+        if replace_existing:
+            shutil.rmtree(path, ignore_errors=True)
+        os.rename(tmp, path)  # atomic on one filesystem; fails rather than merging if path appeared meanwhile
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -1,4 +1,14 @@
-"""Reading checkpoints without executing code from them, and describing where they came from."""
+"""Reading checkpoints without executing code from them, and the one versioned CMCL record they carry.
+
+A checkpoint written by nnunet-cmcl is an nnU-Net checkpoint (``network_weights`` = the plain nnU-Net network, so
+stock ``-pretrained_weights`` loads it) plus ``checkpoint["cmcl"]``::
+
+    {"format": 1, "config": CMCLConfig as dict, "heads": state dict, "modalities": {"channel_names", "groups"},
+     "best_retrieval": float, "skipped_steps": int}          # pretraining
+    {"format": 1, "config": ..., "modalities": ..., "export": {"source", "source_sha256", "report"}}  # export
+
+Checkpoints of nnunet-cmcl 0.1.0 kept these as loose ``cmcl_*`` keys; ``cmcl_record`` reads both layouts.
+"""
 from __future__ import annotations
 
 import hashlib
@@ -51,9 +61,35 @@ def sha256(path: str) -> str:
     return digest.hexdigest()
 
 
+RECORD_KEY = "cmcl"
+RECORD_FORMAT = 1
+# the loose keys of the first layout -> their names in the record
+_LOOSE_KEYS = {"cmcl_config": "config", "cmcl_heads": "heads", "cmcl_modalities": "modalities",
+               "cmcl_best_retrieval": "best_retrieval", "cmcl_skipped_steps": "skipped_steps", "cmcl_export": "export"}
+
+
+def make_record(**fields) -> dict:
+    """The value of ``checkpoint["cmcl"]`` for this version."""
+    return {"format": RECORD_FORMAT, **fields}
+
+
+def cmcl_record(checkpoint: dict) -> dict:
+    """The CMCL record of a checkpoint, in this version's layout; {} for a plain nnU-Net checkpoint."""
+    if RECORD_KEY in checkpoint:
+        record = checkpoint[RECORD_KEY]
+        if not isinstance(record, dict) or record.get("format") != RECORD_FORMAT:
+            found = record.get("format") if isinstance(record, dict) else type(record).__name__
+            raise CMCLInputError(f"the checkpoint's CMCL record has format {found}, this nnunet-cmcl reads format "
+                                 f"{RECORD_FORMAT}; use the nnunet-cmcl version that wrote it")
+        return record
+    loose = {new: checkpoint[old] for old, new in _LOOSE_KEYS.items() if old in checkpoint}
+    return make_record(**loose) if loose else {}
+
+
 def channel_names_of(checkpoint: dict) -> dict | None:
-    """The pretraining dataset's channel_names, from CMCL metadata or nnU-Net's init_args."""
-    if "cmcl_modalities" in checkpoint:
-        return checkpoint["cmcl_modalities"]["channel_names"]
+    """The pretraining dataset's channel_names, from the CMCL record or nnU-Net's init_args."""
+    modalities = cmcl_record(checkpoint).get("modalities")
+    if modalities is not None:
+        return modalities["channel_names"]
     dataset_json = checkpoint.get("init_args", {}).get("dataset_json")
     return dataset_json.get("channel_names") if isinstance(dataset_json, dict) else None

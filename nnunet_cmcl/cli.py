@@ -1,4 +1,5 @@
-"""The ``nnunet-cmcl`` command."""
+"""The ``nnunet-cmcl`` command: argument parsing only. Each command has one ``_add_<command>`` function that
+declares its arguments and one ``_cmd_<command>`` that hands them to the library; the work lives in the library."""
 from __future__ import annotations
 
 import argparse
@@ -8,189 +9,10 @@ import sys
 from nnunet_cmcl import __version__
 from nnunet_cmcl.errors import CMCLInputError
 
-
-def trainer_path() -> str:
-    """The folder to put in nnUNet_extTrainer; inside the installed package, editable or not."""
-    import nnunet_cmcl.trainers
-
-    return os.path.dirname(os.path.abspath(nnunet_cmcl.trainers.__file__))
+DEVICES = ("cuda", "cpu", "mps")
 
 
-def _cmd_trainer_path(args: argparse.Namespace) -> int:
-    print(trainer_path())
-    return 0
-
-
-def _cmd_trainers(args: argparse.Namespace) -> int:
-    names = sorted(f[:-3] for f in os.listdir(trainer_path()) if f.startswith("nnUNetTrainer") and f.endswith(".py"))
-    print("\n".join(names))
-    return 0
-
-
-def _cmd_inspect(args: argparse.Namespace) -> int:
-    from nnunet_cmcl.checkpoints import load_checkpoint_safely
-    from nnunet_cmcl.handoff import describe
-
-    print("\n".join(describe(load_checkpoint_safely(args.checkpoint))))
-    return 0
-
-
-def _cmd_verify(args: argparse.Namespace) -> int:
-    from nnunet_cmcl.checkpoints import load_checkpoint_safely
-    from nnunet_cmcl.handoff import compare, target
-
-    checkpoint = load_checkpoint_safely(args.checkpoint)
-    network, channels = target(args.d, args.c, args.p)
-    summary, problems = compare(checkpoint, network, channels)
-    print("\n".join(summary))
-    for problem in problems:
-        print(f"problem: {problem}", file=sys.stderr)
-    print("OK: stock -pretrained_weights loads this checkpoint" if not problems else
-          f"{len(problems)} problem(s): stock -pretrained_weights would fail", file=sys.stderr if problems else sys.stdout)
-    return 1 if problems else 0
-
-
-def _cmd_export(args: argparse.Namespace) -> int:
-    from nnunet_cmcl.checkpoints import load_checkpoint_safely
-    from nnunet_cmcl.handoff import export, target
-
-    checkpoint = load_checkpoint_safely(args.checkpoint)
-    network, channels = target(args.d, args.c, args.p)
-    print("\n".join(export(args.checkpoint, checkpoint, network, channels, args.o)))
-    print(f"wrote {args.o}: use it with nnUNetv2_train {args.d} {args.c} FOLD -pretrained_weights {args.o}")
-    return 0
-
-
-def _cmd_prepare(args: argparse.Namespace) -> int:
-    from nnunet_cmcl.prepare import prepare
-
-    command = prepare(args.s, args.t, args.c, args.pl, args.np, args.tr)
-    print(f"[prepare] done. Pretrain with:\n  {command}")
-    return 0
-
-
-def _cmd_pretrain_plans(args: argparse.Namespace) -> int:
-    from batchgenerators.utilities.file_and_folder_operations import isfile, join, load_json
-    from nnunetv2.paths import nnUNet_preprocessed
-
-    from nnunet_cmcl.plans.pretraining import find_pretraining_trainer, write_pretraining_plans
-    from nnunet_cmcl.prepare import dataset_name
-
-    trainer_class = find_pretraining_trainer(args.tr)
-    folder = join(nnUNet_preprocessed, dataset_name(args.d))
-    if not isfile(join(folder, args.p + ".json")):
-        raise CMCLInputError(f"{join(folder, args.p + '.json')} does not exist; plan the dataset first")
-    _, report, command = write_pretraining_plans(folder, load_json(join(folder, args.p + ".json")), args.c,
-                                                 load_json(join(folder, "dataset.json")), trainer_class, args.d)
-    print(report)
-    print(f"pretrain with: {command}")
-    return 0
-
-
-def _cmd_splits(args: argparse.Namespace) -> int:
-    from batchgenerators.utilities.file_and_folder_operations import join
-    from nnunetv2.paths import nnUNet_preprocessed
-
-    from nnunet_cmcl.prepare import dataset_name
-    from nnunet_cmcl.splits import describe_folds, write_label_fraction_folds
-
-    folder = join(nnUNet_preprocessed, dataset_name(args.d))
-    print("\n".join(describe_folds(write_label_fraction_folds(folder, args.fractions, args.seed, args.folds))))
-    return 0
-
-
-def _cmd_compare(args: argparse.Namespace) -> int:
-    from batchgenerators.utilities.file_and_folder_operations import join
-    from nnunetv2.paths import nnUNet_results
-
-    from nnunet_cmcl.compare import compare, default_output_folder, format_table, trainer_folder, write_report
-    from nnunet_cmcl.prepare import dataset_name
-
-    results = join(nnUNet_results, dataset_name(args.d))
-    folds = args.folds
-    if folds is None:  # the folds both trainers have a folder for
-        def fold_names(trainer):
-            folder = trainer_folder(results, trainer, args.p, args.c)
-            return {f[5:] for f in os.listdir(folder) if f.startswith("fold_")} if os.path.isdir(folder) else set()
-        folds = sorted(fold_names(args.baseline) & fold_names(args.candidate), key=lambda f: (not f.isdigit(), f.zfill(4)))
-        if not folds:
-            raise CMCLInputError(f"{args.baseline} and {args.candidate} share no trained fold of {args.p} {args.c} in "
-                                 f"{results}; train both on the same folds first")
-    result = compare(results, args.baseline, args.candidate, args.p, args.c, folds, args.bootstrap, args.seed,
-                     args.validation)
-    output = args.o or default_output_folder(results, args.baseline, args.candidate, args.p, args.c)
-    if args.validation != "validation":
-        output += f"__{args.validation}"
-    paths = write_report(result, output)
-    print(format_table(result))
-    print(f"written: {', '.join(paths.values())}")
-    return 0
-
-
-def _cmd_experiment(args: argparse.Namespace) -> int:
-    from nnunet_cmcl.experiment import check_inputs, execute, plan_runs
-
-    name = check_inputs(args.d, args.c, args.p)
-    runs, _ = plan_runs(name, args.c, args.p, args.folds, args.fractions, args.seed, args.pretrainer, args.finetuner,
-                        args.baseline)
-    from nnunetv2.paths import nnUNet_results
-
-    execute(runs, args.d, args.c, args.p, args.device, os.path.join(str(nnUNet_results), name, "cmcl_logs"))
-    folds = sorted({r.fold for r in runs if r.fold != "all"}, key=int)
-    return _cmd_compare(argparse.Namespace(d=args.d, c=args.c, p=args.p, baseline=args.baseline,
-                                           candidate=args.finetuner, folds=folds, bootstrap=10000, seed=0, o=None,
-                                           validation="validation"))
-
-
-def _cmd_evaluate_missing(args: argparse.Namespace) -> int:
-    from nnunet_cmcl.missing import evaluate_missing
-
-    summary = evaluate_missing(args.d, args.c, args.tr, args.f, args.drop, args.p, args.device)
-    print(f"written {summary}; compare trainers on it with --validation validation_missing_{args.drop}")
-    return 0
-
-
-def _cmd_synth(args: argparse.Namespace) -> int:
-    from nnunet_cmcl.synthetic import write_brain_dataset, write_phantom_dataset
-
-    output = args.o or os.environ.get("nnUNet_raw")
-    if not output:
-        raise CMCLInputError("no output folder: pass -o FOLDER or set nnUNet_raw")
-    options = {"num_cases": args.cases, "seed": args.seed, "with_labels": not args.no_labels}
-    if args.name:
-        options["name"] = args.name
-    if args.shape:
-        options["shape"] = tuple(args.shape)
-    if args.kind == "phantom":
-        options.update(modalities=tuple(args.modalities), spacing=tuple(args.spacing))
-    elif args.modalities != ["T1", "T2"] or args.spacing != [1.0, 1.0, 1.0]:
-        raise CMCLInputError("--modalities and --spacing apply to phantom only; brain has T1, T2, FLAIR at ~4 mm")
-    writer = write_phantom_dataset if args.kind == "phantom" else write_brain_dataset
-    try:
-        folder = writer(output, args.id, **options)
-    except ValueError as e:  # the writers' checks of id, cases, shape and of existing folders
-        raise CMCLInputError(str(e)) from e
-    print(f"wrote {folder}\nnext: nnUNetv2_plan_and_preprocess -d {args.id} --verify_dataset_integrity")
-    return 0
-
-
-def _cmd_check_data(args: argparse.Namespace) -> int:
-    from nnunetv2.paths import nnUNet_raw
-
-    from nnunet_cmcl.datacheck import check_finite_images
-    from nnunet_cmcl.prepare import dataset_name
-
-    folder = os.path.join(nnUNet_raw, dataset_name(args.d))
-    print(f"OK: the images of all {check_finite_images(folder, args.np)} cases of {folder} are finite")
-    return 0
-
-
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from nnunet_cmcl.demo import run_demo
-
-    run_demo(args.workdir, args.kind, args.cases, args.fraction, args.seed, args.device)
-    return 0
-
+# ---------------------------------------------------------------- arguments shared by several commands
 
 def _dataset_arguments(p: argparse.ArgumentParser, dataset_help: str) -> None:
     p.add_argument("-d", required=True, help=dataset_help)
@@ -210,6 +32,300 @@ def _pretraining_trainer_argument(p: argparse.ArgumentParser) -> None:
                    help="pretraining trainer the plans are sized for (default nnUNetTrainerCMCL; "
                         "nnUNetTrainerCMCL_DAE also runs the decoder, so it gets a smaller batch)")
 
+
+def _device_argument(p: argparse.ArgumentParser, default: str = "cuda") -> None:
+    p.add_argument("-device", "--device", default=default, choices=DEVICES)
+
+
+# ---------------------------------------------------------------- trainers and checkpoints
+
+def _add_trainer_path(sub) -> None:
+    sub.add_parser("trainer-path", help="print the folder to put in nnUNet_extTrainer").set_defaults(
+        func=_cmd_trainer_path)
+
+
+def _cmd_trainer_path(args: argparse.Namespace) -> int:
+    from nnunet_cmcl.naming import trainer_path
+
+    print(trainer_path())
+    return 0
+
+
+def _add_trainers(sub) -> None:
+    sub.add_parser("trainers", help="list the trainer classes this plugin adds to nnU-Net").set_defaults(
+        func=_cmd_trainers)
+
+
+def _cmd_trainers(args: argparse.Namespace) -> int:
+    from nnunet_cmcl.naming import trainer_path
+
+    print("\n".join(sorted(f[:-3] for f in os.listdir(trainer_path())
+                           if f.startswith("nnUNetTrainer") and f.endswith(".py"))))
+    return 0
+
+
+def _add_inspect(sub) -> None:
+    p = sub.add_parser("inspect", help="show a checkpoint's trainer, plans, channels, CMCL config and metrics")
+    p.add_argument("checkpoint")
+    p.set_defaults(func=_cmd_inspect)
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from nnunet_cmcl.checkpoints import load_checkpoint_safely
+    from nnunet_cmcl.transfer.handoff import describe
+
+    print("\n".join(describe(load_checkpoint_safely(args.checkpoint))))
+    return 0
+
+
+def _add_verify(sub) -> None:
+    p = sub.add_parser("verify", help="test-load a checkpoint into a target dataset's network; list what transfers")
+    _target_arguments(p)
+    p.set_defaults(func=_cmd_verify)
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from nnunet_cmcl.checkpoints import load_checkpoint_safely
+    from nnunet_cmcl.transfer.handoff import build_target_network, check_transfer
+
+    checkpoint = load_checkpoint_safely(args.checkpoint)
+    summary, problems = check_transfer(checkpoint, *build_target_network(args.d, args.c, args.p))
+    print("\n".join(summary))
+    for problem in problems:
+        print(f"problem: {problem}", file=sys.stderr)
+    if problems:
+        print(f"{len(problems)} problem(s): stock -pretrained_weights would fail", file=sys.stderr)
+        return 1
+    print("OK: stock -pretrained_weights loads this checkpoint")
+    return 0
+
+
+def _add_export(sub) -> None:
+    p = sub.add_parser("export", help="adapt a checkpoint to a target dataset (channels mapped by name)")
+    _target_arguments(p)
+    p.add_argument("-o", required=True, help="output .pth")
+    p.set_defaults(func=_cmd_export)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from nnunet_cmcl.checkpoints import load_checkpoint_safely
+    from nnunet_cmcl.transfer.handoff import build_target_network, export
+
+    checkpoint = load_checkpoint_safely(args.checkpoint)
+    print("\n".join(export(args.checkpoint, checkpoint, *build_target_network(args.d, args.c, args.p), args.o)))
+    print(f"wrote {args.o}: use it with nnUNetv2_train {args.d} {args.c} FOLD -pretrained_weights {args.o}")
+    return 0
+
+
+# ---------------------------------------------------------------- pretraining data and plans
+
+def _add_prepare(sub) -> None:
+    p = sub.add_parser("prepare", help="preprocess a pretraining dataset (labels optional) with a target's plans")
+    p.add_argument("-s", required=True, help="target dataset (whose plans are used; fine-tuned later)")
+    p.add_argument("-t", required=True, help="pretraining dataset, in nnUNet_raw, same channels as the target")
+    p.add_argument("-c", default="3d_fullres", help="configuration (default 3d_fullres)")
+    p.add_argument("-p", default=None, help="plans identifier of the target (default nnUNetPlans)")
+    p.add_argument("-pl", default=None, help=argparse.SUPPRESS)  # deprecated alias of -p (nnU-Net's -pl is a planner)
+    p.add_argument("-np", type=int, default=4, help="preprocessing processes (default 4)")
+    _pretraining_trainer_argument(p)
+    p.set_defaults(func=_cmd_prepare)
+
+
+def _cmd_prepare(args: argparse.Namespace) -> int:
+    from nnunet_cmcl.transfer.prepare import prepare
+
+    plans = args.p
+    if args.pl is not None:
+        if plans is not None and plans != args.pl:
+            raise CMCLInputError(f"-p {plans} and -pl {args.pl} disagree; give the plans identifier once, with -p")
+        print("nnunet-cmcl prepare: warning: -pl is deprecated, give the plans identifier with -p (nnU-Net's -pl "
+              "names a planner)", file=sys.stderr)
+        plans = args.pl
+    command = prepare(args.s, args.t, args.c, plans or "nnUNetPlans", args.np, args.tr)
+    print(f"[prepare] done. Pretrain with:\n  {command}")
+    return 0
+
+
+def _add_pretrain_plans(sub) -> None:
+    p = sub.add_parser("pretrain-plans", help="write <plans>_CMCL: the target's plans with a batch sized for CMCL")
+    _dataset_arguments(p, "dataset name or id (preprocessed)")
+    _pretraining_trainer_argument(p)
+    p.set_defaults(func=_cmd_pretrain_plans)
+
+
+def _cmd_pretrain_plans(args: argparse.Namespace) -> int:
+    from nnunet_cmcl.transfer.prepare import pretrain_plans
+
+    report, command = pretrain_plans(args.d, args.c, args.p, args.tr)
+    print(report)
+    print(f"pretrain with: {command}")
+    return 0
+
+
+# ---------------------------------------------------------------- the study
+
+def _add_splits(sub) -> None:
+    p = sub.add_parser("splits", help="add low-label folds to splits_final.json (subsets of existing folds' "
+                                      "training sets)")
+    p.add_argument("-d", required=True, help="dataset name or id (preprocessed, with splits_final.json)")
+    p.add_argument("--fractions", type=float, nargs="+", required=True, help="training fractions, e.g. 0.1 0.25")
+    p.add_argument("--seed", type=int, default=0, help="subset seed (default 0)")
+    p.add_argument("--folds", type=int, nargs="+", default=None, help="source folds (default: every original fold)")
+    p.set_defaults(func=_cmd_splits)
+
+
+def _cmd_splits(args: argparse.Namespace) -> int:
+    from nnunet_cmcl.study.splits import describe_folds, write_dataset_label_fraction_folds
+
+    print("\n".join(describe_folds(write_dataset_label_fraction_folds(args.d, args.fractions, args.seed,
+                                                                      args.folds))))
+    return 0
+
+
+def _add_compare(sub) -> None:
+    p = sub.add_parser("compare", help="paired comparison of two trainers on the same folds: table, plot, statistics")
+    _dataset_arguments(p, "dataset name or id")
+    p.add_argument("--baseline", default="nnUNetTrainer", help="baseline trainer (default nnUNetTrainer)")
+    p.add_argument("--candidate", default="nnUNetTrainerCMCLFinetune", help="candidate trainer")
+    p.add_argument("--folds", nargs="+", default=None, help="folds (default: all folds both trainers have)")
+    p.add_argument("--bootstrap", type=int, default=10000, help="bootstrap resamples (default 10000)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument("-o", default=None, help="output folder (default: nnUNet_results/<dataset>/cmcl_comparisons/...)")
+    p.add_argument("--validation", default="validation",
+                   help="which evaluation of each fold: nnU-Net's 'validation' (default) or e.g. "
+                        "'validation_missing_T2' written by evaluate-missing")
+    p.set_defaults(func=_cmd_compare)
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from nnunet_cmcl.study.report import compare_and_report
+
+    _print_comparison(*compare_and_report(args.d, args.c, args.p, args.baseline, args.candidate, args.folds,
+                                          args.bootstrap, args.seed, args.validation, args.o))
+    return 0
+
+
+def _print_comparison(result: dict, paths: dict[str, str]) -> None:
+    from nnunet_cmcl.study.report import format_table
+
+    print(format_table(result))
+    print(f"written: {', '.join(paths.values())}")
+
+
+def _add_evaluate_missing(sub) -> None:
+    p = sub.add_parser("evaluate-missing", help="a fold's validation with one modality removed (nnU-Net's predictor "
+                                                "and evaluator)")
+    _dataset_arguments(p, "dataset name or id")
+    p.add_argument("-tr", required=True, help="trainer")
+    p.add_argument("-f", type=int, required=True, help="fold")
+    p.add_argument("--drop", required=True, help="modality (channel name) to remove, e.g. T2")
+    _device_argument(p)
+    p.set_defaults(func=_cmd_evaluate_missing)
+
+
+def _cmd_evaluate_missing(args: argparse.Namespace) -> int:
+    from nnunet_cmcl.study.missing import evaluate_missing
+
+    summary = evaluate_missing(args.d, args.c, args.tr, args.f, args.drop, args.p, args.device)
+    print(f"written {summary}; compare trainers on it with --validation validation_missing_{args.drop}")
+    return 0
+
+
+def _add_experiment(sub) -> None:
+    p = sub.add_parser("experiment", help="the whole study: pretrain once, fine-tune and baseline per fold and "
+                                          "fraction, compare (skips finished runs, resumes stopped ones)")
+    _dataset_arguments(p, "dataset name or id (planned and preprocessed)")
+    p.add_argument("--folds", type=int, nargs="+", default=[0], help="folds (default 0)")
+    p.add_argument("--fractions", type=float, nargs="+", default=[1.0], help="label fractions, 1 = the whole fold")
+    p.add_argument("--seed", type=int, default=0, help="seed of the label-fraction subsets (default 0)")
+    p.add_argument("--pretrainer", default="nnUNetTrainerCMCL")
+    p.add_argument("--finetuner", default="nnUNetTrainerCMCLFinetune")
+    p.add_argument("--baseline", default="nnUNetTrainer")
+    _device_argument(p)
+    p.set_defaults(func=_cmd_experiment)
+
+
+def _cmd_experiment(args: argparse.Namespace) -> int:
+    from nnunet_cmcl.study.experiment import run_experiment
+
+    _print_comparison(*run_experiment(args.d, args.c, args.p, args.folds, args.fractions, args.seed, args.pretrainer,
+                                      args.finetuner, args.baseline, args.device))
+    return 0
+
+
+# ---------------------------------------------------------------- data and the demo
+
+def _add_synth(sub) -> None:
+    p = sub.add_parser("synth", help="write a built-in multi-modal dataset in nnUNet_raw format (no download)")
+    p.add_argument("kind", choices=("phantom", "brain"),
+                   help="phantom: ellipsoids, structures visible in one modality only; brain: real MNI152 anatomy "
+                        "(shipped by nilearn), simulated subjects and T2/FLAIR contrasts")
+    p.add_argument("-o", default=None, help="nnUNet_raw-style folder to write into (default $nnUNet_raw)")
+    p.add_argument("--id", type=int, required=True, help="dataset id (1-999), must be unused in the folder")
+    p.add_argument("--name", default=None, help="dataset name (default CMCLPhantom / CMCLBrain)")
+    p.add_argument("--cases", type=int, default=12, help="number of cases (default 12)")
+    p.add_argument("--seed", type=int, default=0, help="case i is drawn from seed (seed, i) (default 0)")
+    p.add_argument("--modalities", nargs="+", default=None,
+                   help="phantom channel names (default T1 T2); channel 0 shows structure 1, channel 1 structure 2")
+    p.add_argument("--spacing", type=float, nargs=3, default=None, metavar=("Z", "Y", "X"),
+                   help="phantom voxel spacing in mm, e.g. 3 1 1 for anisotropic data (default 1 1 1)")
+    p.add_argument("--shape", type=int, nargs=3, default=None, metavar=("Z", "Y", "X"),
+                   help="image size in voxels (default 40 40 40 for phantom, 48 56 48 for brain)")
+    p.add_argument("--no-labels", action="store_true", help="images only (an unlabeled pretraining dataset)")
+    p.set_defaults(func=_cmd_synth)
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from nnunet_cmcl.data.synthetic import write_dataset
+
+    output = args.o or os.environ.get("nnUNet_raw")
+    if not output:
+        raise CMCLInputError("no output folder: pass -o FOLDER or set nnUNet_raw")
+    folder = write_dataset(args.kind, output, args.id, name=args.name, num_cases=args.cases, seed=args.seed,
+                           with_labels=not args.no_labels, shape=args.shape, modalities=args.modalities,
+                           spacing=args.spacing)
+    print(f"wrote {folder}\nnext: nnUNetv2_plan_and_preprocess -d {args.id} --verify_dataset_integrity")
+    return 0
+
+
+def _add_check_data(sub) -> None:
+    p = sub.add_parser("check-data", help="look for NaN/Inf voxels in a raw dataset's images (before preprocessing)")
+    p.add_argument("-d", required=True, help="dataset name or id in nnUNet_raw")
+    p.add_argument("-np", type=int, default=4, help="reading processes (default 4)")
+    p.set_defaults(func=_cmd_check_data)
+
+
+def _cmd_check_data(args: argparse.Namespace) -> int:
+    from nnunet_cmcl.data.checks import check_dataset_finite
+
+    folder, cases = check_dataset_finite(args.d, args.np)
+    print(f"OK: the images of all {cases} cases of {folder} are finite")
+    return 0
+
+
+def _add_demo(sub) -> None:
+    p = sub.add_parser("demo", help="from nothing to a comparison on built-in data, on the CPU (about 20 min)")
+    p.add_argument("--workdir", default="cmcl_demo", help="folder for nnU-Net's data and results (default cmcl_demo)")
+    p.add_argument("--kind", default="brain", choices=("brain", "phantom"), help="built-in dataset (default brain)")
+    p.add_argument("--cases", type=int, default=20)
+    p.add_argument("--fraction", type=float, default=0.25, help="label fraction of fold 0 (default 0.25)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.set_defaults(func=_cmd_demo)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from nnunet_cmcl.study.demo import run_demo
+
+    run_demo(args.workdir, args.kind, args.cases, args.fraction, args.seed, args.device)
+    return 0
+
+
+# ---------------------------------------------------------------- the command
+
+COMMANDS = (_add_trainer_path, _add_trainers, _add_inspect, _add_verify, _add_export, _add_prepare,
+            _add_pretrain_plans, _add_splits, _add_compare, _add_evaluate_missing, _add_experiment, _add_synth,
+            _add_check_data, _add_demo)
 
 # nnU-Net's folders each command reads or writes, checked before any work
 NEEDED_PATHS = {"verify": ("nnUNet_preprocessed",), "export": ("nnUNet_preprocessed",),
@@ -237,98 +353,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "`nnUNetv2_train D C all -tr nnUNetTrainerCMCL`.")
     parser.add_argument("--version", action="version", version=f"nnunet-cmcl {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    p = sub.add_parser("trainer-path", help="print the folder to put in nnUNet_extTrainer")
-    p.set_defaults(func=_cmd_trainer_path)
-    p = sub.add_parser("trainers", help="list the trainer classes this plugin adds to nnU-Net")
-    p.set_defaults(func=_cmd_trainers)
-    p = sub.add_parser("inspect", help="show a checkpoint's trainer, plans, channels, CMCL config and metrics")
-    p.add_argument("checkpoint")
-    p.set_defaults(func=_cmd_inspect)
-    p = sub.add_parser("verify", help="test-load a checkpoint into a target dataset's network; list what transfers")
-    _target_arguments(p)
-    p.set_defaults(func=_cmd_verify)
-    p = sub.add_parser("export", help="adapt a checkpoint to a target dataset (channels mapped by name)")
-    _target_arguments(p)
-    p.add_argument("-o", required=True, help="output .pth")
-    p.set_defaults(func=_cmd_export)
-    p = sub.add_parser("prepare", help="preprocess a pretraining dataset (labels optional) with a target's plans")
-    p.add_argument("-s", required=True, help="target dataset (whose plans are used; fine-tuned later)")
-    p.add_argument("-t", required=True, help="pretraining dataset, in nnUNet_raw, same channels as the target")
-    p.add_argument("-c", default="3d_fullres", help="configuration (default 3d_fullres)")
-    p.add_argument("-pl", default="nnUNetPlans", help="plans identifier of the target (default nnUNetPlans)")
-    p.add_argument("-np", type=int, default=4, help="preprocessing processes (default 4)")
-    _pretraining_trainer_argument(p)
-    p.set_defaults(func=_cmd_prepare)
-    p = sub.add_parser("pretrain-plans", help="write <plans>_CMCL: the target's plans with a batch sized for CMCL")
-    _dataset_arguments(p, "dataset name or id (preprocessed)")
-    _pretraining_trainer_argument(p)
-    p.set_defaults(func=_cmd_pretrain_plans)
-    p = sub.add_parser("splits", help="add low-label folds to splits_final.json (subsets of existing folds' training sets)")
-    p.add_argument("-d", required=True, help="dataset name or id (preprocessed, with splits_final.json)")
-    p.add_argument("--fractions", type=float, nargs="+", required=True, help="training fractions, e.g. 0.1 0.25")
-    p.add_argument("--seed", type=int, default=0, help="subset seed (default 0)")
-    p.add_argument("--folds", type=int, nargs="+", default=None, help="source folds (default: every original fold)")
-    p.set_defaults(func=_cmd_splits)
-    p = sub.add_parser("compare", help="paired comparison of two trainers on the same folds: table, plot, statistics")
-    _dataset_arguments(p, "dataset name or id")
-    p.add_argument("--baseline", default="nnUNetTrainer", help="baseline trainer (default nnUNetTrainer)")
-    p.add_argument("--candidate", default="nnUNetTrainerCMCLFinetune", help="candidate trainer")
-    p.add_argument("--folds", nargs="+", default=None, help="folds (default: all folds both trainers have)")
-    p.add_argument("--bootstrap", type=int, default=10000, help="bootstrap resamples (default 10000)")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
-    p.add_argument("-o", default=None, help="output folder (default: nnUNet_results/<dataset>/cmcl_comparisons/...)")
-    p.add_argument("--validation", default="validation",
-                   help="which evaluation of each fold: nnU-Net's 'validation' (default) or e.g. "
-                        "'validation_missing_T2' written by evaluate-missing")
-    p.set_defaults(func=_cmd_compare)
-    p = sub.add_parser("evaluate-missing", help="a fold's validation with one modality removed (nnU-Net's predictor "
-                                                "and evaluator)")
-    _dataset_arguments(p, "dataset name or id")
-    p.add_argument("-tr", required=True, help="trainer")
-    p.add_argument("-f", type=int, required=True, help="fold")
-    p.add_argument("--drop", required=True, help="modality (channel name) to remove, e.g. T2")
-    p.add_argument("-device", "--device", default="cuda", choices=("cuda", "cpu", "mps"))
-    p.set_defaults(func=_cmd_evaluate_missing)
-    p = sub.add_parser("experiment", help="the whole study: pretrain once, fine-tune and baseline per fold and "
-                                          "fraction, compare (skips finished runs, resumes stopped ones)")
-    _dataset_arguments(p, "dataset name or id (planned and preprocessed)")
-    p.add_argument("--folds", type=int, nargs="+", default=[0], help="folds (default 0)")
-    p.add_argument("--fractions", type=float, nargs="+", default=[1.0], help="label fractions, 1 = the whole fold")
-    p.add_argument("--seed", type=int, default=0, help="seed of the label-fraction subsets (default 0)")
-    p.add_argument("--pretrainer", default="nnUNetTrainerCMCL")
-    p.add_argument("--finetuner", default="nnUNetTrainerCMCLFinetune")
-    p.add_argument("--baseline", default="nnUNetTrainer")
-    p.add_argument("-device", "--device", default="cuda", choices=("cuda", "cpu", "mps"))
-    p.set_defaults(func=_cmd_experiment)
-    p = sub.add_parser("synth", help="write a built-in multi-modal dataset in nnUNet_raw format (no download)")
-    p.add_argument("kind", choices=("phantom", "brain"),
-                   help="phantom: ellipsoids, structures visible in one modality only; brain: real MNI152 anatomy "
-                        "(shipped by nilearn), simulated subjects and T2/FLAIR contrasts")
-    p.add_argument("-o", default=None, help="nnUNet_raw-style folder to write into (default $nnUNet_raw)")
-    p.add_argument("--id", type=int, required=True, help="dataset id (1-999), must be unused in the folder")
-    p.add_argument("--name", default=None, help="dataset name (default CMCLPhantom / CMCLBrain)")
-    p.add_argument("--cases", type=int, default=12, help="number of cases (default 12)")
-    p.add_argument("--seed", type=int, default=0, help="case i is drawn from seed (seed, i) (default 0)")
-    p.add_argument("--modalities", nargs="+", default=["T1", "T2"],
-                   help="phantom channel names (default T1 T2); channel 0 shows structure 1, channel 1 structure 2")
-    p.add_argument("--spacing", type=float, nargs=3, default=[1.0, 1.0, 1.0], metavar=("Z", "Y", "X"),
-                   help="phantom voxel spacing in mm, e.g. 3 1 1 for anisotropic data (default 1 1 1)")
-    p.add_argument("--shape", type=int, nargs=3, default=None, metavar=("Z", "Y", "X"),
-                   help="image size in voxels (default 40 40 40 for phantom, 48 56 48 for brain)")
-    p.add_argument("--no-labels", action="store_true", help="images only (an unlabeled pretraining dataset)")
-    p.set_defaults(func=_cmd_synth)
-    p = sub.add_parser("check-data", help="look for NaN/Inf voxels in a raw dataset's images (before preprocessing)")
-    p.add_argument("-d", required=True, help="dataset name or id in nnUNet_raw")
-    p.add_argument("-np", type=int, default=4, help="reading processes (default 4)")
-    p.set_defaults(func=_cmd_check_data)
-    p = sub.add_parser("demo", help="from nothing to a comparison on built-in data, on the CPU (about 20 min)")
-    p.add_argument("--workdir", default="cmcl_demo", help="folder for nnU-Net's data and results (default cmcl_demo)")
-    p.add_argument("--kind", default="brain", choices=("brain", "phantom"), help="built-in dataset (default brain)")
-    p.add_argument("--cases", type=int, default=20)
-    p.add_argument("--fraction", type=float, default=0.25, help="label fraction of fold 0 (default 0.25)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    p.set_defaults(func=_cmd_demo)
+    for add in COMMANDS:
+        add(sub)
     return parser
 
 

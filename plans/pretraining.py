@@ -8,7 +8,6 @@ that also reconstructs (nnUNetTrainerCMCL_DAE) runs the decoder too, and its pla
 from __future__ import annotations
 
 import math
-import os
 from copy import deepcopy
 
 from batchgenerators.utilities.file_and_folder_operations import join, save_json
@@ -19,16 +18,15 @@ from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnunet_cmcl.errors import CMCLInputError
-from nnunet_cmcl.trainer import nnUNetTrainerCMCL
-from nnunet_cmcl.views import ViewSampler, modality_groups, total_strides
+from nnunet_cmcl.naming import trainer_path
+from nnunet_cmcl.pretraining.trainer import nnUNetTrainerCMCL
+from nnunet_cmcl.pretraining.views import ViewSampler, modality_groups, total_strides
 
 
 def find_pretraining_trainer(name: str) -> type:
     """The pretraining trainer class called ``name``, as ``-tr`` of nnUNetv2_train names it: one shipped with
     nnunet-cmcl, or a subclass of nnUNetTrainerCMCL in a folder of ``nnUNet_extTrainer``."""
-    import nnunet_cmcl.trainers
-
-    cls = recursive_find_python_class(os.path.dirname(nnunet_cmcl.trainers.__file__), name, "nnunet_cmcl.trainers")
+    cls = recursive_find_python_class(trainer_path(), name, "nnunet_cmcl.trainers")
     if cls is None:
         try:
             cls = recursive_find_trainer_class_by_name(name)  # nnU-Net's own search, nnUNet_extTrainer included

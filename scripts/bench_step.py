@@ -24,8 +24,8 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
 
 from nnunet_cmcl.host_syncs import count_train_step
-from nnunet_cmcl.losses import cmcl_loss
-from nnunet_cmcl.trainer import nnUNetTrainerCMCL
+from nnunet_cmcl.pretraining.losses import CMCLLoss
+from nnunet_cmcl.pretraining.trainer import nnUNetTrainerCMCL
 
 
 def build(cls, dataset: str, configuration: str, plans_identifier: str, device: torch.device):
@@ -83,7 +83,7 @@ def dense_cost_curve(trainer, batch_size: int, locations: list[int], device: tor
     Runs on random bottleneck features of the plans' channel count, flattened to a grid with room for M
     distinct locations, so M can go past what the plans' views overlap in.
     """
-    model, config = trainer.cmcl_model, trainer.cmcl_config
+    model, loss_fn = trainer.cmcl_model, CMCLLoss(trainer.cmcl_config)
     v, channels = model.sampler.num_views, trainer.cmcl_model.encoder.output_channels[-1]
     rows = []
     for m in locations:
@@ -97,7 +97,7 @@ def dense_cost_curve(trainer, batch_size: int, locations: list[int], device: tor
             start = time.perf_counter()
             dense = model.heads["dense"](features, chosen.repeat(v, 1)).view(v, batch_size, m, -1)
             out = {"dense": dense, "positions": grid[chosen]}
-            cmcl_loss(out, config.temperature, 1.0, 1.0, config.dense_exclusion_radius)["loss"].backward()
+            loss_fn(out)["loss"].backward()
             sync(device)
             times.append(time.perf_counter() - start)
         rows.append((m, statistics.median(times)))
@@ -128,7 +128,7 @@ def cases_loaded_per_step(trainer, steps: int = 3) -> float | None:
 
 def heads_and_loss_time(trainer, batch, device: torch.device, repeats: int = 5) -> float:
     """Median seconds of heads + loss, forward and backward, on detached bottleneck features of the batch."""
-    model, config = trainer.cmcl_model, trainer.cmcl_config
+    model, loss_fn = trainer.cmcl_model, CMCLLoss(trainer.cmcl_config)
     with torch.no_grad():
         views, offsets = model.sampler(batch["data"].to(device))
         bottleneck = model.encoder(views)[-1]
@@ -138,7 +138,7 @@ def heads_and_loss_time(trainer, batch, device: torch.device, repeats: int = 5) 
         sync(device)
         start = time.perf_counter()
         out = model.project(features, offsets)
-        cmcl_loss(out, config.temperature, 1.0, 1.0, config.dense_exclusion_radius)["loss"].backward()
+        loss_fn(out)["loss"].backward()
         sync(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times)

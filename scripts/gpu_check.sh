@@ -23,7 +23,8 @@ if [[ -n "${CMCL_BUNDLE:-}" ]]; then
     SITE=$(mktemp -d -t cmcl_site.XXXXXX)
     tar -xJf "$CMCL_BUNDLE" -C "$SITE"
     # the checked-out code over the bundled copy of this package: the check runs what is in the working tree
-    cp nnunet_cmcl/*.py "$SITE/nnunet_cmcl/"
+    rm -rf "$SITE/nnunet_cmcl" && cp -r nnunet_cmcl "$SITE/nnunet_cmcl"  # the checkout's layout, whole
+    mkdir -p "$SITE/nnunet_cmcl/trainers" "$SITE/nnunet_cmcl/plans"
     cp trainers/*.py "$SITE/nnunet_cmcl/trainers/"
     cp plans/*.py "$SITE/nnunet_cmcl/plans/"
     export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}" PATH="$SITE/bin:$PATH"
@@ -48,7 +49,7 @@ unset nnUNet_compile  # nnU-Net's default: torch.compile on CUDA
 # a short variant, found by nnU-Net through nnUNet_extTrainer like the shipped trainers
 mkdir -p "$WORK/ext"
 cat > "$WORK/ext/nnUNetTrainerCMCL_gpuCheck.py" <<EOF
-from nnunet_cmcl.trainer import nnUNetTrainerCMCL
+from nnunet_cmcl.pretraining.trainer import nnUNetTrainerCMCL
 
 
 class nnUNetTrainerCMCL_gpuCheck(nnUNetTrainerCMCL):

@@ -13,8 +13,8 @@ import json
 import os
 import shutil
 
-from nnunet_cmcl.demo import DATASET_ID, plan_and_preprocess_once, run_demo
-from nnunet_cmcl.synthetic import build_dataset_atomically
+from nnunet_cmcl.data.synthetic import build_dataset_atomically
+from nnunet_cmcl.study.demo import DATASET_ID, plan_and_preprocess_once, run_demo
 
 ONE_MODALITY_ID = DATASET_ID + 1
 FRACTION, SEED = 0.25, 0
@@ -38,13 +38,13 @@ def one_modality_copy(raw: str, source: str) -> str:
         with open(os.path.join(folder, "dataset.json"), "w") as f:
             json.dump(dataset_json, f, indent=2)
 
-    return build_dataset_atomically(raw, os.path.basename(target), target, True, fill)
+    return build_dataset_atomically(target, True, fill)
 
 
 def study(dataset_id: int, pretrainer: str, finetuner: str, workdir: str) -> dict:
-    from nnunet_cmcl.compare import compare
-    from nnunet_cmcl.experiment import execute, plan_runs
-    from nnunet_cmcl.prepare import dataset_name
+    from nnunet_cmcl.study.compare import compare
+    from nnunet_cmcl.study.experiment import execute, plan_runs
+    from nnunet_cmcl.naming import dataset_name
 
     name = dataset_name(dataset_id)
     runs, _ = plan_runs(name, "3d_fullres", "nnUNetPlans", [0], [FRACTION], SEED, pretrainer, finetuner,
@@ -60,7 +60,7 @@ def main() -> None:
     args = parser.parse_args()
     workdir = os.path.abspath(args.workdir)
     run_demo(workdir)  # sets nnUNet_* to the workdir; skips what has finished
-    from nnunet_cmcl.prepare import dataset_name
+    from nnunet_cmcl.naming import dataset_name
 
     rows = [("T1, T2, FLAIR", "CMCL (demo)", study(DATASET_ID, "nnUNetTrainerCMCL_demo",
                                                    "nnUNetTrainerCMCLFinetune_demo", workdir)),

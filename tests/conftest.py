@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from nnunet_cmcl.cli import trainer_path
+from nnunet_cmcl.naming import trainer_path
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # test-only short variants live in tests/ext_trainers, found through nnUNet_extTrainer like the shipped ones
@@ -48,7 +48,7 @@ def plan_and_preprocess(dataset_id: int, env: dict, configurations: tuple[str, .
 @pytest.fixture(scope="session")
 def phantom_env(tmp_path_factory) -> dict:
     """A preprocessed 2-modality phantom dataset 501 (8 cases of 40^3): nnU-Net env to use it."""
-    from nnunet_cmcl.synthetic import write_phantom_dataset
+    from nnunet_cmcl.data.synthetic import write_phantom_dataset
 
     env = nnunet_env(str(tmp_path_factory.mktemp("nnunet")))
     write_phantom_dataset(env["nnUNet_raw"], 501, num_cases=8, shape=(40, 40, 40), seed=0)

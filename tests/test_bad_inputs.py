@@ -13,7 +13,7 @@ import pytest
 import SimpleITK as sitk
 
 from conftest import nnunet_env, run
-from nnunet_cmcl.synthetic import write_phantom_dataset
+from nnunet_cmcl.data.synthetic import write_phantom_dataset
 
 
 def one_line_error(proc, *fragments: str) -> None:

@@ -12,8 +12,9 @@ from nnunetv2.evaluation.evaluate_predictions import compute_metrics_on_folder
 from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
 from scipy.stats import wilcoxon
 
-from nnunet_cmcl.compare import compare, default_output_folder, format_table, wilcoxon_p, write_report
 from nnunet_cmcl.errors import CMCLInputError
+from nnunet_cmcl.study.compare import compare, default_output_folder, wilcoxon_p
+from nnunet_cmcl.study.report import format_table, write_report
 
 PLANS, CONFIG = "nnUNetPlans", "3d_fullres"
 BASELINE, CANDIDATE = "nnUNetTrainer", "nnUNetTrainerCMCLFinetune"

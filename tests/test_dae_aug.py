@@ -15,14 +15,15 @@ from nnunetv2.run.load_pretrained_weights import load_pretrained_weights
 from nnunetv2.run.run_training import get_trainer_from_args, maybe_load_checkpoint
 
 from conftest import nnunet_env, plan_and_preprocess, run
-from nnunet_cmcl.config import CMCLConfig
-from nnunet_cmcl.dae import nnUNetTrainerCMCL_DAE
-from nnunet_cmcl.disruptions import gaussian_noise, low_resolution, mask_cubes, random_intensity
+from nnunet_cmcl.checkpoints import cmcl_record
+from nnunet_cmcl.data.synthetic import write_phantom_dataset
 from nnunet_cmcl.errors import CMCLInputError
-from nnunet_cmcl.handoff import target
-from nnunet_cmcl.synthetic import write_phantom_dataset
-from nnunet_cmcl.trainer import nnUNetTrainerCMCL
-from nnunet_cmcl.views import ViewSampler
+from nnunet_cmcl.pretraining.config import CMCLConfig
+from nnunet_cmcl.pretraining.dae import nnUNetTrainerCMCL_DAE
+from nnunet_cmcl.pretraining.disruptions import gaussian_noise, low_resolution, mask_cubes, random_intensity
+from nnunet_cmcl.pretraining.trainer import nnUNetTrainerCMCL
+from nnunet_cmcl.pretraining.views import ViewSampler
+from nnunet_cmcl.transfer.handoff import build_target_network
 
 DATASET = "Dataset501_CMCLPhantom"
 SEG_LAYERS = ".seg_layers."  # nnU-Net's load_pretrained_weights never transfers these
@@ -200,11 +201,11 @@ def test_dae_checkpoint_holds_the_plain_network_with_image_outputs(dae_checkpoin
     use_env(phantom_env, monkeypatch)
     checkpoint = torch.load(dae_checkpoint, map_location="cpu", weights_only=True)
     weights = checkpoint["network_weights"]
-    stock = target("501", "3d_fullres")[0].state_dict()
+    stock = build_target_network("501", "3d_fullres")[0].state_dict()
     assert set(weights) == set(stock)
     differing = {k for k in stock if weights[k].shape != stock[k].shape}
     assert differing and all(SEG_LAYERS in k for k in differing)  # 2 image channels out, not 3 labels
-    assert checkpoint["cmcl_config"] == nnUNetTrainerCMCL_DAE.cmcl_config.to_dict()
+    assert cmcl_record(checkpoint)["config"] == nnUNetTrainerCMCL_DAE.cmcl_config.to_dict()
     n_decoder = sum(is_decoder_proper(k) for k in stock)
     out = run(["nnunet-cmcl", "verify", dae_checkpoint, "-d", "501", "-c", "3d_fullres"], phantom_env).stdout
     assert f"decoder: {n_decoder}/{n_decoder} tensors transfer" in out and "OK" in out
@@ -258,10 +259,10 @@ def test_one_modality_dataset_pretrains_with_augment_views_and_loads_into_a_stoc
     path = join(one_modality_env["nnUNet_results"], "Dataset503_OneModality",
                 "nnUNetTrainerCMCL_Aug_smoke__nnUNetPlans__3d_fullres", "fold_all", "checkpoint_final.pth")
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    assert checkpoint["cmcl_config"]["view_strategy"] == "augment"
-    assert checkpoint["cmcl_modalities"]["channel_names"] == {"0": "CT"}
+    assert cmcl_record(checkpoint)["config"]["view_strategy"] == "augment"
+    assert cmcl_record(checkpoint)["modalities"]["channel_names"] == {"0": "CT"}
     use_env(one_modality_env, monkeypatch)
-    network = target("503", "3d_fullres")[0]
+    network = build_target_network("503", "3d_fullres")[0]
     load_pretrained_weights(network, path)  # nnU-Net's own loader, as -pretrained_weights uses it
     encoder = network.encoder.state_dict()
     assert encoder and all(torch.equal(v, checkpoint["network_weights"][f"encoder.{k}"]) for k, v in encoder.items())

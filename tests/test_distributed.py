@@ -8,7 +8,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from nnunet_cmcl.losses import cmcl_loss
+from nnunet_cmcl.pretraining.config import CMCLConfig
+from nnunet_cmcl.pretraining.losses import CMCLLoss
 
 WORLD = 2
 V, B, M, D = 2, 3, 4, 8  # per-rank batch B
@@ -25,7 +26,8 @@ def make_inputs():
 
 def losses_and_grads(global_, dense, positions, cases):
     global_, dense = global_.clone().requires_grad_(), dense.clone().requires_grad_()
-    losses = cmcl_loss({"global": global_, "dense": dense, "positions": positions}, 0.1, 1.0, 0.5, 1.5, cases)
+    loss = CMCLLoss(CMCLConfig(temperature=0.1, weight_global=1.0, weight_dense=0.5, dense_exclusion_radius=1.5))
+    losses = loss({"global": global_, "dense": dense, "positions": positions}, cases)
     losses["loss"].backward()
     return {k: v.item() for k, v in losses.items()}, global_.grad, dense.grad
 

@@ -10,9 +10,9 @@ from nnunetv2.run.load_pretrained_weights import load_pretrained_weights
 from nnunetv2.run.run_training import get_trainer_from_args, maybe_load_checkpoint
 
 from conftest import plan_and_preprocess, run
-from nnunet_cmcl.finetune import WarmupPolyLRScheduler
-from nnunet_cmcl.handoff import target
-from nnunet_cmcl.synthetic import write_phantom_dataset
+from nnunet_cmcl.data.synthetic import write_phantom_dataset
+from nnunet_cmcl.transfer.finetune import WarmupPolyLRScheduler
+from nnunet_cmcl.transfer.handoff import build_target_network
 
 N_ENCODER = 64  # tensors under encoder. in the 4-stage PlainConvUNet nnU-Net plans for the 40^3 phantoms
 
@@ -111,7 +111,7 @@ def test_export_maps_channels_by_name_and_loads_with_stock_loader(checkpoint, th
     output = str(tmp_path / "for_502.pth")
     run(["nnunet-cmcl", "export", checkpoint, "-d", "502", "-c", "3d_fullres", "-o", output], three_channel_env)
     use_env(three_channel_env, monkeypatch)
-    network, _ = target("502", "3d_fullres")
+    network, _ = build_target_network("502", "3d_fullres")
     load_pretrained_weights(network, output)
     key = "encoder.stages.0.0.convs.0.conv.weight"
     source = torch.load(checkpoint, map_location="cpu", weights_only=True)["network_weights"][key]  # (T1, T2)
@@ -150,13 +150,17 @@ def test_prepare_unlabeled_dataset_then_pretrain_and_finetune_target(phantom_env
 def test_prepare_refuses_other_channel_order(phantom_env):
     write_phantom_dataset(phantom_env["nnUNet_raw"], 602, name="Swapped", num_cases=2, modalities=("T2", "T1"),
                           with_labels=False)
-    proc = run(["nnunet-cmcl", "prepare", "-s", "501", "-t", "602"], phantom_env, expect=2)
+    # -pl: the deprecated spelling of -p still works, with a warning
+    proc = run(["nnunet-cmcl", "prepare", "-s", "501", "-t", "602", "-pl", "nnUNetPlans"], phantom_env, expect=2)
+    assert "-pl is deprecated" in proc.stderr
     assert "has channels (T2, T1), target Dataset501_CMCLPhantom has (T1, T2)" in proc.stderr
+    proc = run(["nnunet-cmcl", "prepare", "-s", "501", "-t", "602", "-p", "A", "-pl", "B"], phantom_env, expect=2)
+    assert "-p A and -pl B disagree" in proc.stderr
     assert not os.path.exists(join(phantom_env["nnUNet_preprocessed"], "Dataset602_Swapped", "nnUNetPlans.json"))
 
 
 def test_pretrained_weights_path_is_an_exact_flag(monkeypatch):
-    from nnunet_cmcl.finetune import PRETRAINED_ENV, pretrained_weights_path
+    from nnunet_cmcl.transfer.finetune import PRETRAINED_ENV, pretrained_weights_path
 
     monkeypatch.delenv(PRETRAINED_ENV, raising=False)
     argv = ["501", "3d_fullres", "0", "-p", "nnUNetResEncUNetMPlans", "-pretrained_weights", "ckpt.pth"]

@@ -4,9 +4,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nnunet_cmcl.heads import DenseHead, GlobalHead
-from nnunet_cmcl.losses import (alignment, cmcl_loss, multi_positive_info_nce, near_pairs, normalised_std,
-                                other_samples_of_same_case, retrieval_top1, uniformity)
+from nnunet_cmcl.pretraining.config import CMCLConfig
+from nnunet_cmcl.pretraining.heads import DenseHead, GlobalHead
+from nnunet_cmcl.pretraining.losses import CMCLLoss, multi_positive_info_nce, near_pairs
+from nnunet_cmcl.pretraining.metrics import (alignment, normalised_std, other_samples_of_same_case, retrieval_top1,
+                                             uniformity)
 
 
 def reference_info_nce(anchors, candidates, anchor_index, t, near=None, case_ids=None):
@@ -111,7 +113,7 @@ def test_loss_and_gradients_finite_under_bf16_autocast():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = {"global": global_head(features).view(2, 2, -1),
                "dense": dense_head(features, flat_index).view(2, 2, 5, -1), "positions": positions}
-        losses = cmcl_loss(out, 0.1, 1.0, 1.0, 1.5)
+        losses = CMCLLoss(CMCLConfig())(out)
     assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in losses.values())
     losses["loss"].backward()
     grads = [features.grad] + [p.grad for p in [*global_head.parameters(), *dense_head.parameters()]]
@@ -120,7 +122,7 @@ def test_loss_and_gradients_finite_under_bf16_autocast():
 
 def test_total_is_weighted_sum_and_zero_weight_terms_are_absent():
     out = {"global": random_embeddings(2, 3, 8, seed=6)}
-    losses = cmcl_loss(out, 0.1, 0.5, 1.0, 1.5)
+    losses = CMCLLoss(CMCLConfig(weight_global=0.5))(out)
     assert set(losses) == {"loss_global", "loss"}
     assert losses["loss"].item() == pytest.approx(0.5 * losses["loss_global"].item())
 

@@ -11,7 +11,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def test_help_lists_every_subcommand():
     out = run(["nnunet-cmcl", "--help"], dict(os.environ)).stdout
-    for command in ("trainer-path", "trainers"):
+    for command in ("trainer-path", "trainers", "inspect", "verify", "export", "prepare", "pretrain-plans", "splits",
+                    "compare", "evaluate-missing", "experiment", "synth", "check-data", "demo"):
         assert command in out
 
 
@@ -24,11 +25,11 @@ def test_wheel_install_ships_trainers_that_nnunet_finds(tmp_path):
                    check=True, capture_output=True)
     # run from outside the repository so that only the installed copy can be imported
     env = {**os.environ, "PYTHONPATH": str(target)}
-    folder = subprocess.run([sys.executable, "-c", "from nnunet_cmcl.cli import trainer_path; print(trainer_path())"],
+    folder = subprocess.run([sys.executable, "-c", "from nnunet_cmcl.naming import trainer_path; print(trainer_path())"],
                             env=env, cwd=tmp_path, check=True, capture_output=True, text=True).stdout.strip()
     assert folder.startswith(str(target)) and os.path.isfile(os.path.join(folder, "nnUNetTrainerCMCL.py"))
     find = ("from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name as f; "
             "c = f('nnUNetTrainerCMCL_globalOnly'); print(c.__module__, c.cmcl_config.weight_dense)")
     out = subprocess.run([sys.executable, "-c", find], env={**env, "nnUNet_extTrainer": folder}, cwd=tmp_path,
                          check=True, capture_output=True, text=True).stdout
-    assert "nnunet_cmcl.variants 0.0" in out
+    assert "nnunet_cmcl.pretraining.variants 0.0" in out

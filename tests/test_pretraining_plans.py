@@ -3,10 +3,10 @@ import pytest
 from batchgenerators.utilities.file_and_folder_operations import join, load_json
 
 from conftest import run
-from nnunet_cmcl.dae import nnUNetTrainerCMCL_DAE
 from nnunet_cmcl.errors import CMCLInputError
 from nnunet_cmcl.plans.pretraining import derive_pretraining_plans, find_pretraining_trainer
-from nnunet_cmcl.trainer import nnUNetTrainerCMCL
+from nnunet_cmcl.pretraining.dae import nnUNetTrainerCMCL_DAE
+from nnunet_cmcl.pretraining.trainer import nnUNetTrainerCMCL
 
 
 def test_encoder_only_step_gets_a_larger_batch_and_the_reconstructing_step_does_not(phantom_env):

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from conftest import console_script, run
-from nnunet_cmcl.checkpoints import load_checkpoint_safely
 from nnunet_cmcl.atomic import save_atomically
+from nnunet_cmcl.checkpoints import cmcl_record
+from nnunet_cmcl.checkpoints import load_checkpoint_safely
 
 
 def test_sigkill_after_first_checkpoint_then_resume(phantom_env, tmp_path):
@@ -38,9 +39,9 @@ def test_sigkill_after_first_checkpoint_then_resume(phantom_env, tmp_path):
     final = load_checkpoint_safely(os.path.join(folder, "checkpoint_final.pth"))
     assert final["current_epoch"] == 4
     assert len(final["logging"]["train_losses"]) == 4  # the logger's history came back with the checkpoint
-    assert final["cmcl_config"] == killed["cmcl_config"]
+    assert cmcl_record(final)["config"] == cmcl_record(killed)["config"]
     assert all(torch.isfinite(v).all() for v in final["network_weights"].values() if v.is_floating_point())
-    assert any(not torch.equal(final["cmcl_heads"][k], v) for k, v in killed["cmcl_heads"].items())
+    assert any(not torch.equal(cmcl_record(final)["heads"][k], v) for k, v in cmcl_record(killed)["heads"].items())
     state = final["optimizer_state"]["state"]
     assert state and all(s["step"] > killed["optimizer_state"]["state"][i]["step"] for i, s in state.items())
 

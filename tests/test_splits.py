@@ -8,7 +8,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.crossval_split import generate_crossval_split
 
 from nnunet_cmcl.errors import CMCLInputError
-from nnunet_cmcl.splits import add_label_fraction_folds, write_label_fraction_folds
+from nnunet_cmcl.study.splits import add_label_fraction_folds, write_label_fraction_folds
 
 
 def _ids(n: int) -> list[str]:

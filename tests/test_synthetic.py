@@ -1,4 +1,4 @@
-"""Tests for nnunet_cmcl.synthetic: file layout, geometry, reproducibility and nnU-Net's own integrity check."""
+"""Tests for nnunet_cmcl.data.synthetic: file layout, geometry, reproducibility and nnU-Net's own integrity check."""
 import json
 import os
 
@@ -7,7 +7,7 @@ import pytest
 import SimpleITK as sitk
 
 from conftest import run
-from nnunet_cmcl.synthetic import write_phantom_dataset
+from nnunet_cmcl.data.synthetic import write_phantom_dataset
 
 SHAPE = (24, 24, 24)
 SPACING = (2.0, 1.0, 0.5)  # anisotropic (z, y, x) so a swapped axis order would be caught

@@ -1,4 +1,4 @@
-"""Tests for nnunet_cmcl.synthetic.write_brain_dataset: layout, geometry, tissue contrasts, reproducibility and
+"""Tests for nnunet_cmcl.data.synthetic.write_brain_dataset: layout, geometry, tissue contrasts, reproducibility and
 nnU-Net's own integrity check. Needs nilearn (its packaged MNI152 templates; nothing is downloaded)."""
 import json
 import os
@@ -9,7 +9,7 @@ import pytest
 import SimpleITK as sitk
 
 pytest.importorskip("nilearn")
-from nnunet_cmcl.synthetic import _mni152, write_brain_dataset  # noqa: E402
+from nnunet_cmcl.data.synthetic import _mni152, write_brain_dataset  # noqa: E402
 
 SHAPE = (32, 40, 32)
 N = 3

@@ -8,11 +8,14 @@ from nnunetv2.run.load_pretrained_weights import load_pretrained_weights
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from conftest import plan_and_preprocess
-from nnunet_cmcl.dae import nnUNetTrainerCMCL_DAE
+from nnunet_cmcl.checkpoints import channel_names_of, cmcl_record, load_checkpoint_safely
 from nnunet_cmcl.errors import CMCLInputError
 from nnunet_cmcl.host_syncs import count_train_step
-from nnunet_cmcl.trainer import nnUNetTrainerCMCL
-from nnunet_cmcl.variants import nnUNetTrainerCMCL_Aug, nnUNetTrainerCMCL_plusFull
+from nnunet_cmcl.pretraining.dae import CMCLReconstructionLoss, nnUNetTrainerCMCL_DAE
+from nnunet_cmcl.pretraining.trainer import nnUNetTrainerCMCL
+from nnunet_cmcl.pretraining.variants import nnUNetTrainerCMCL_Aug, nnUNetTrainerCMCL_plusFull
+from nnunet_cmcl.transfer.finetune import nnUNetTrainerCMCLFinetune
+from nnunet_cmcl.transfer.handoff import describe
 
 DATASET = "Dataset501_CMCLPhantom"
 
@@ -73,8 +76,8 @@ def test_step_trains_heads_and_encoder_and_checkpoint_fits_stock_network(env, mo
     stock = stock_network(trainer)
     assert {k: v.shape for k, v in checkpoint["network_weights"].items()} == \
            {k: v.shape for k, v in stock.state_dict().items()}
-    assert set(checkpoint["cmcl_heads"]) == set(trainer.cmcl_model.heads.state_dict())
-    assert checkpoint["cmcl_config"] == trainer.cmcl_config.to_dict()
+    assert set(cmcl_record(checkpoint)["heads"]) == set(trainer.cmcl_model.heads.state_dict())
+    assert cmcl_record(checkpoint)["config"] == trainer.cmcl_config.to_dict()
     load_pretrained_weights(stock, path)  # nnU-Net's own loader, as -pretrained_weights uses it
     for key, value in stock.encoder.state_dict().items():
         assert torch.equal(value, checkpoint["network_weights"][f"encoder.{key}"])
@@ -177,3 +180,59 @@ def test_nonfinite_steps_are_skipped_counted_and_stop_the_run(env, monkeypatch):
     trainer.on_train_epoch_end([{}, {"loss": torch.tensor(1.0), "loss_global": torch.tensor(0.5),
                                      "loss_dense": torch.tensor(0.5)}, {}])
     assert trainer.logger.get_value("train_losses", step=-1) == 1.0
+
+
+class _TypoTrainer(nnUNetTrainerCMCL):
+    overrides = {"num_epoch": 3}  # num_epochs misspelt: must not silently train nnU-Net's 1000 epochs
+
+
+class _TypoFinetune(nnUNetTrainerCMCLFinetune):
+    overrides = {"warmup_epoch": 1}
+
+
+class _ShortTrainer(nnUNetTrainerCMCL):
+    overrides = {"num_epochs": 3, "num_iterations_per_epoch": 7}
+
+
+def test_overrides_must_name_existing_attributes(env, monkeypatch):
+    with pytest.raises(CMCLInputError, match="'num_epoch'.*did you mean 'num_epochs'"):
+        make_trainer(env, monkeypatch, "3d_fullres", cls=_TypoTrainer)
+    with pytest.raises(CMCLInputError, match="'warmup_epoch'.*did you mean 'warmup_epochs'"):
+        make_trainer(env, monkeypatch, "3d_fullres", cls=_TypoFinetune)
+    trainer = make_trainer(env, monkeypatch, "3d_fullres", cls=_ShortTrainer)
+    assert (trainer.num_epochs, trainer.num_iterations_per_epoch) == (3, 7)
+
+
+def test_loss_is_built_where_nnunet_builds_losses(env, monkeypatch):
+    trainer = make_trainer(env, monkeypatch, "3d_fullres", cls=nnUNetTrainerCMCL_DAE)
+    trainer.initialize()
+    assert isinstance(trainer.loss, CMCLReconstructionLoss)  # no Dice+CE is built for pretraining
+    assert trainer.loss.weight_reconstruction == trainer.cmcl_config.weight_reconstruction > 0
+
+
+def test_checkpoint_of_the_first_layout_still_loads(env, monkeypatch, tmp_path):
+    torch.manual_seed(0)
+    trainer = make_trainer(env, monkeypatch, "3d_fullres")
+    trainer.on_train_start()
+    trainer.train_step(next(trainer.dataloader_train))
+    trainer.best_retrieval, trainer.skipped_steps_total = 0.625, 4
+    path = str(tmp_path / "checkpoint.pth")
+    trainer.save_checkpoint(path)
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    record = checkpoint.pop("cmcl")
+    assert record["format"] == 1
+    # nnunet-cmcl 0.1.0 stored the record's fields as loose keys
+    old = {**checkpoint, "cmcl_config": record["config"], "cmcl_heads": record["heads"],
+           "cmcl_modalities": record["modalities"], "cmcl_best_retrieval": record["best_retrieval"],
+           "cmcl_skipped_steps": record["skipped_steps"]}
+    old_path = str(tmp_path / "old.pth")
+    torch.save(old, old_path)
+    resumed = make_trainer(env, monkeypatch, "3d_fullres")
+    resumed.load_checkpoint(old_path)
+    assert all(torch.equal(v, resumed.cmcl_model.heads.state_dict()[k]) for k, v in record["heads"].items())
+    assert (resumed.best_retrieval, resumed.skipped_steps_total) == (0.625, 4)
+    loaded = load_checkpoint_safely(old_path)
+    assert channel_names_of(loaded) == {"0": "T1", "1": "T2"}
+    assert f"{len(record['heads'])} in the CMCL heads" in "\n".join(describe(loaded))
+    with pytest.raises(CMCLInputError, match="record has format 2"):
+        cmcl_record({**checkpoint, "cmcl": {**record, "format": 2}})

@@ -3,9 +3,9 @@ from dataclasses import replace
 import pytest
 import torch
 
-from nnunet_cmcl.config import CMCLConfig
 from nnunet_cmcl.errors import CMCLInputError
-from nnunet_cmcl.views import ViewSampler, modality_groups, total_strides
+from nnunet_cmcl.pretraining.config import CMCLConfig
+from nnunet_cmcl.pretraining.views import ViewSampler, modality_groups, total_strides
 
 GROUPS4 = [[0], [1], [2], [3]]
 

@@ -1,1 +1,1 @@
-from nnunet_cmcl.trainer import nnUNetTrainerCMCL  # noqa: F401  (found by nnU-Net through nnUNet_extTrainer)
+from nnunet_cmcl.pretraining.trainer import nnUNetTrainerCMCL  # noqa: F401  (found by nnU-Net through nnUNet_extTrainer)

@@ -1,1 +1,1 @@
-from nnunet_cmcl.dae import nnUNetTrainerCMCL_DAE  # noqa: F401  (found by nnU-Net through nnUNet_extTrainer)
+from nnunet_cmcl.pretraining.dae import nnUNetTrainerCMCL_DAE  # noqa: F401  (found by nnU-Net through nnUNet_extTrainer)

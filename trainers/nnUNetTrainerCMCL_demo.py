@@ -1,1 +1,1 @@
-from nnunet_cmcl.demo import nnUNetTrainerCMCL_demo  # noqa: F401  (found by nnU-Net through nnUNet_extTrainer)
+from nnunet_cmcl.study.demo_trainers import nnUNetTrainerCMCL_demo  # noqa: F401  (found by nnU-Net through nnUNet_extTrainer)

@@ -1,1 +1,1 @@
-from nnunet_cmcl.variants import nnUNetTrainerCMCL_globalOnly  # noqa: F401  (found by nnU-Net through nnUNet_extTrainer)
+from nnunet_cmcl.pretraining.variants import nnUNetTrainerCMCL_globalOnly  # noqa: F401  (found by nnU-Net through nnUNet_extTrainer)

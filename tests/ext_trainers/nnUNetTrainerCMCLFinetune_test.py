@@ -2,7 +2,7 @@
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-from nnunet_cmcl.finetune import nnUNetTrainerCMCLFinetune
+from nnunet_cmcl.transfer.finetune import nnUNetTrainerCMCLFinetune
 
 BUDGET = {"num_epochs": 2, "num_iterations_per_epoch": 10, "num_val_iterations_per_epoch": 3}
 

@@ -1,5 +1,5 @@
 """Short CMCL runs for the tests: found by nnU-Net through nnUNet_extTrainer like the shipped trainers."""
-from nnunet_cmcl.trainer import nnUNetTrainerCMCL
+from nnunet_cmcl.pretraining.trainer import nnUNetTrainerCMCL
 
 
 class nnUNetTrainerCMCL_test(nnUNetTrainerCMCL):

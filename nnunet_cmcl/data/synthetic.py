@@ -11,8 +11,6 @@ numpy order. SimpleITK wants spacing in (x, y, z) order, so it is reversed exact
 """
 import functools
 import os
-import shutil
-import tempfile
 from typing import Callable
 
 import numpy as np
@@ -20,6 +18,9 @@ import SimpleITK as sitk
 from scipy.ndimage import gaussian_filter, map_coordinates, zoom
 
 from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
+
+from nnunet_cmcl.atomic import folder_written_atomically
+from nnunet_cmcl.errors import CMCLInputError
 
 # Tissue indices used by the intensity tables: 0 background, 1 body, 2 structure_a (label 1), 3 structure_b (label 2).
 # structure_a is bright only in channel 0 and structure_b dark only in channel 1; in the other channel each is
@@ -116,21 +117,13 @@ def _claim_target(raw_root: str, dataset_id: int, name: str) -> tuple[str, str]:
     return folder_name, target
 
 
-def build_dataset_atomically(raw_root: str, folder_name: str, target: str, with_labels: bool,
-                             fill: Callable[[str], None]) -> str:
+def build_dataset_atomically(target: str, with_labels: bool, fill: Callable[[str], None]) -> str:
     """Creates imagesTr (and labelsTr) in a temp folder, lets ``fill`` write into it, then renames it to target."""
-    # Build in a hidden temp folder on the same filesystem, then rename: readers never see a half-written dataset.
-    tmp = tempfile.mkdtemp(prefix=f".{folder_name}.", dir=raw_root)
-    try:
-        os.chmod(tmp, 0o755)  # mkdtemp creates 0700; the final dataset folder should be a normal one
+    with folder_written_atomically(target, replace_existing=False) as tmp:
         os.makedirs(os.path.join(tmp, "imagesTr"))
         if with_labels:
             os.makedirs(os.path.join(tmp, "labelsTr"))
         fill(tmp)
-        os.rename(tmp, target)  # atomic on one filesystem; fails rather than merging if target appeared meanwhile
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target
 
 
@@ -158,9 +151,9 @@ def write_phantom_dataset(raw_root: str, dataset_id: int, name: str = "CMCLPhant
         generate_dataset_json(tmp, channel_names={str(c): m for c, m in enumerate(modalities)},
                               labels={"background": 0, "structure_a": 1, "structure_b": 2},
                               num_training_cases=num_cases, file_ending=".nii.gz", dataset_name=folder_name,
-                              description="synthetic multi-modal ellipsoid phantom (nnunet_cmcl.synthetic)")
+                              description="synthetic multi-modal ellipsoid phantom (nnunet_cmcl.data.synthetic)")
 
-    return build_dataset_atomically(raw_root, folder_name, target, with_labels, fill)
+    return build_dataset_atomically(target, with_labels, fill)
 
 
 @functools.lru_cache(maxsize=4)
@@ -263,6 +256,26 @@ def write_brain_dataset(raw_root: str, dataset_id: int, name: str = "CMCLBrain",
                               labels={"background": 0, "CSF": 1, "grey_matter": 2, "white_matter": 3},
                               num_training_cases=num_cases, file_ending=".nii.gz", dataset_name=folder_name,
                               description="simulated multi-modal brain MRI from nilearn's MNI152 templates "
-                                          "(nnunet_cmcl.synthetic)")
+                                          "(nnunet_cmcl.data.synthetic)")
 
-    return build_dataset_atomically(raw_root, folder_name, target, with_labels, fill)
+    return build_dataset_atomically(target, with_labels, fill)
+
+
+def write_dataset(kind: str, raw_root: str, dataset_id: int, name: str | None = None, num_cases: int = 12,
+                  seed: int = 0, with_labels: bool = True, shape=None, modalities=None, spacing=None) -> str:
+    """`nnunet-cmcl synth`: the phantom or brain dataset with the given options (None = the writer's default);
+    a bad option or a taken id/folder raises CMCLInputError before anything is written."""
+    options = {"num_cases": num_cases, "seed": seed, "with_labels": with_labels}
+    if name:
+        options["name"] = name
+    if shape:
+        options["shape"] = tuple(shape)
+    if kind == "phantom":
+        options.update({k: tuple(v) for k, v in (("modalities", modalities), ("spacing", spacing)) if v})
+    elif modalities or spacing:
+        raise CMCLInputError("--modalities and --spacing apply to phantom only; brain has T1, T2, FLAIR at ~4 mm")
+    writer = write_phantom_dataset if kind == "phantom" else write_brain_dataset
+    try:
+        return writer(raw_root, dataset_id, **options)
+    except ValueError as e:  # the writers' checks of id, cases, shape and of existing folders
+        raise CMCLInputError(str(e)) from e

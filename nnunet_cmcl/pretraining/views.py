@@ -17,9 +17,9 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from nnunet_cmcl.config import CMCLConfig
-from nnunet_cmcl.disruptions import gaussian_noise, low_resolution, mask_cubes, random_intensity
 from nnunet_cmcl.errors import CMCLInputError
+from nnunet_cmcl.pretraining.config import CMCLConfig
+from nnunet_cmcl.pretraining.disruptions import gaussian_noise, low_resolution, mask_cubes, random_intensity
 
 
 def modality_groups(channel_names: dict) -> list[list[int]]:

@@ -14,6 +14,7 @@ from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from
 from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets
 
 from nnunet_cmcl.errors import CMCLInputError
+from nnunet_cmcl.naming import dataset_name
 
 
 def _nonfinite_voxels(job: tuple[str, list[str], dict]) -> tuple[str, list[int]]:
@@ -48,6 +49,14 @@ def check_finite_images(raw_dataset_folder: str, processes: int = 1) -> int:
             f"{len(bad)} case(s) of {raw_dataset_folder} have NaN/Inf voxels, first {cases[identifier]['images'][channel]}"
             f" ({counts[channel]} voxels); replace them (e.g. with the image's minimum) and preprocess again")
     return len(jobs)
+
+
+def check_dataset_finite(dataset: str, processes: int = 1) -> tuple[str, int]:
+    """check_finite_images for a dataset (name or id) in nnUNet_raw; returns (its folder, cases checked)."""
+    from nnunetv2.paths import nnUNet_raw
+
+    folder = join(nnUNet_raw, dataset_name(dataset))
+    return folder, check_finite_images(folder, processes)
 
 
 class _InProcess:

@@ -8,6 +8,8 @@ import matplotlib
 matplotlib.use("agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from nnunet_cmcl.atomic import write_atomically  # noqa: E402
+
 PANELS = (
     ("loss", ("train_losses", "train_loss_global", "train_loss_dense", "val_losses")),
     ("retrieval top-1", ("val_retrieval_top1", "val_dense_retrieval_top1")),
@@ -35,8 +37,8 @@ def plot_progress(logged: dict[str, list], output_folder: str) -> str:
     axes[-1].legend(loc="best", fontsize=8)
     fig.tight_layout()
     path = os.path.join(output_folder, "progress.png")
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)  # a reader never sees a half-written plot
+    try:
+        write_atomically(path, lambda tmp: fig.savefig(tmp, format="png"))  # never a half-written plot
+    finally:
+        plt.close(fig)
     return path

@@ -16,8 +16,11 @@ from typing import List
 import torch
 import torch.nn.functional as F
 
-from nnunet_cmcl.model import CMCLModel
-from nnunet_cmcl.trainer import nnUNetTrainerCMCL
+from nnunet_cmcl.errors import CMCLInputError
+from nnunet_cmcl.pretraining.config import CMCLConfig
+from nnunet_cmcl.pretraining.losses import CMCLLoss
+from nnunet_cmcl.pretraining.model import CMCLModel
+from nnunet_cmcl.pretraining.trainer import nnUNetTrainerCMCL
 
 RECONSTRUCTION_LOG_KEY = "train_loss_reconstruction"
 
@@ -25,6 +28,21 @@ RECONSTRUCTION_LOG_KEY = "train_loss_reconstruction"
 def reconstruction_loss(reconstruction: torch.Tensor, crops: torch.Tensor) -> torch.Tensor:
     """Mean squared error in float32, also where the decoder ran in half precision under autocast."""
     return F.mse_loss(reconstruction.float(), crops.float())
+
+
+class CMCLReconstructionLoss(CMCLLoss):
+    """CMCLLoss + weight_reconstruction * MSE between out['reconstruction'] and the undisrupted out['crops'],
+    both (V*B, C, *crop); the term is returned as 'loss_reconstruction' too."""
+
+    def __init__(self, config: CMCLConfig):
+        super().__init__(config)
+        self.weight_reconstruction = config.weight_reconstruction
+
+    def forward(self, out: dict[str, torch.Tensor], case_ids: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        terms = super().forward(out, case_ids)
+        terms["loss_reconstruction"] = reconstruction_loss(out["reconstruction"], out["crops"])
+        terms["loss"] = terms["loss"] + self.weight_reconstruction * terms["loss_reconstruction"]
+        return terms
 
 
 class nnUNetTrainerCMCL_DAE(nnUNetTrainerCMCL):
@@ -39,7 +57,7 @@ class nnUNetTrainerCMCL_DAE(nnUNetTrainerCMCL):
         super().__init__(plans, configuration, fold, dataset_json, device)
         if self.cmcl_config.weight_reconstruction <= 0:
             # the decoder would take no part in the loss, and DDP refuses parameters without gradient
-            raise ValueError(f"{type(self).__name__} needs weight_reconstruction > 0; use nnUNetTrainerCMCL for "
+            raise CMCLInputError(f"{type(self).__name__} needs weight_reconstruction > 0; use nnUNetTrainerCMCL for "
                              f"CMCL alone")
         self.logger.local_logger.my_fantastic_logging.setdefault(RECONSTRUCTION_LOG_KEY, [])
 
@@ -56,12 +74,8 @@ class nnUNetTrainerCMCL_DAE(nnUNetTrainerCMCL):
         model.decoder = decoder
         return model
 
-    def _forward_loss(self, batch: dict) -> tuple[dict, dict]:
-        out, losses = super()._forward_loss(batch)
-        reconstruction = reconstruction_loss(out["reconstruction"], out["crops"])
-        losses["loss_reconstruction"] = reconstruction
-        losses["loss"] = losses["loss"] + self.cmcl_config.weight_reconstruction * reconstruction
-        return out, losses
+    def _build_loss(self) -> CMCLReconstructionLoss:
+        return CMCLReconstructionLoss(self.cmcl_config)
 
     def on_train_epoch_end(self, train_outputs: List[dict]):
         super().on_train_epoch_end(train_outputs)

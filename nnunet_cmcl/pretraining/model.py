@@ -8,9 +8,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from nnunet_cmcl.config import CMCLConfig
-from nnunet_cmcl.heads import DenseHead, GlobalHead
-from nnunet_cmcl.views import ViewSampler
+from nnunet_cmcl.pretraining.config import CMCLConfig
+from nnunet_cmcl.pretraining.heads import DenseHead, GlobalHead
+from nnunet_cmcl.pretraining.views import ViewSampler
 
 
 class CMCLModel(nn.Module):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from nnunet_cmcl.trainer import nnUNetTrainerCMCL
+from nnunet_cmcl.pretraining.trainer import nnUNetTrainerCMCL
 
 
 class nnUNetTrainerCMCL_100epochs(nnUNetTrainerCMCL):

@@ -15,8 +15,9 @@ from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunet_cmcl.atomic import write_atomically
-from nnunet_cmcl.checkpoints import load_checkpoint_safely, sha256
-from nnunet_cmcl.trainer import unwrap
+from nnunet_cmcl.checkpoints import cmcl_record, load_checkpoint_safely, sha256
+from nnunet_cmcl.dist import unwrap
+from nnunet_cmcl.overrides import apply_overrides
 
 PRETRAINED_ENV = "nnUNet_CMCL_pretrained_weights"  # for runs started from Python instead of nnUNetv2_train
 
@@ -66,7 +67,7 @@ class nnUNetTrainerCMCLFinetune(nnUNetTrainer):
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
-        vars(self).update(self.overrides)
+        apply_overrides(self, self.overrides)
 
     def initialize(self):
         # nnU-Net's load_pretrained_weights runs right after this with torch.load(weights_only=False), which
@@ -115,5 +116,5 @@ class nnUNetTrainerCMCLFinetune(nnUNetTrainer):
         loaded = sum(torch.equal(network_state[k].cpu(), checkpoint["network_weights"][k].cpu())
                      for k in encoder_keys if k in checkpoint["network_weights"])
         return {"path": os.path.abspath(path), "sha256": sha256(path), "trainer": checkpoint.get("trainer_name"),
-                "epoch": checkpoint.get("current_epoch"), "cmcl_config": checkpoint.get("cmcl_config"),
+                "epoch": checkpoint.get("current_epoch"), "cmcl_config": cmcl_record(checkpoint).get("config"),
                 "encoder_tensors_equal_to_checkpoint": f"{loaded}/{len(encoder_keys)}"}

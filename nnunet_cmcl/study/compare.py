@@ -14,8 +14,6 @@ Cases are paired by (fold, case identifier) and pooled over the requested folds.
 """
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import os
@@ -23,24 +21,18 @@ import warnings
 from numbers import Integral
 
 import numpy as np
+from nnunetv2.utilities.file_path_utilities import convert_identifier_to_trainer_plans_config
 from scipy.stats import wilcoxon
 
-from nnunet_cmcl.atomic import write_atomically, write_text_atomically
 from nnunet_cmcl.errors import CMCLInputError
+from nnunet_cmcl.naming import trainer_folder
 
 TIE = 1e-8
 MEAN = "mean"
 KNOWN_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".tif", ".tiff", ".png", ".bmp", ".npz", ".npy")
-COLUMNS = ("class", "baseline_dice", "candidate_dice", "diff", "ci_low", "ci_high", "p_wilcoxon",
-           "wins", "ties", "losses", "n", "n_nan_dropped", "note")
 
 
 # ---------------------------------------------------------------- loading
-
-def trainer_folder(results_dataset_folder: str, trainer: str, plans: str, configuration: str) -> str:
-    """nnU-Net's output folder of a trainer: <results>/<Dataset>/<trainer>__<plans>__<configuration>."""
-    return os.path.join(results_dataset_folder, f"{trainer}__{plans}__{configuration}")
-
 
 def default_output_folder(results_dataset_folder: str, baseline: str, candidate: str, plans: str,
                           configuration: str) -> str:
@@ -61,8 +53,22 @@ def normalize_fold(fold) -> int | str:
 
 
 def _available_trainers(results_dataset_folder: str, plans: str, configuration: str) -> list[str]:
-    suffix = f"__{plans}__{configuration}"
-    return sorted(d[: -len(suffix)] for d in os.listdir(results_dataset_folder) if d.endswith(suffix))
+    found = [convert_identifier_to_trainer_plans_config(d) for d in os.listdir(results_dataset_folder)]
+    return sorted(f[0] for f in found if f[1:] == [plans, configuration])
+
+
+def shared_folds(results_dataset_folder: str, baseline: str, candidate: str, plans: str,
+                 configuration: str) -> list[str]:
+    """The folds both trainers have a folder for, numeric ones first in numeric order."""
+    def fold_names(trainer: str) -> set[str]:
+        folder = trainer_folder(results_dataset_folder, trainer, plans, configuration)
+        return {f[5:] for f in os.listdir(folder) if f.startswith("fold_")} if os.path.isdir(folder) else set()
+
+    folds = sorted(fold_names(baseline) & fold_names(candidate), key=lambda f: (not f.isdigit(), f.zfill(4)))
+    if not folds:
+        raise CMCLInputError(f"{baseline} and {candidate} share no trained fold of {plans} {configuration} in "
+                             f"{results_dataset_folder}; train both on the same folds first")
+    return folds
 
 
 def load_fold_summary(results_dataset_folder: str, trainer: str, plans: str, configuration: str, fold,
@@ -288,116 +294,3 @@ def _definitions() -> dict[str, str]:
             "mean": "per case and trainer, mean of the class Dice values ignoring NaN classes",
             "nan": "NaN Dice (empty reference and prediction) is dropped pairwise per class; counted in "
                    "n_nan_dropped"}
-
-
-# ---------------------------------------------------------------- output
-
-def _fmt(value: float, spec: str = ".4f") -> str:
-    return "n/a" if value is None or math.isnan(value) else format(value, spec)
-
-
-def _fmt_p(p: float) -> str:
-    return "n/a" if math.isnan(p) else ("<0.0001" if p < 1e-4 else f"{p:.4f}")
-
-
-def format_table(result: dict) -> str:
-    """The markdown table (one row per class, then "mean"), followed by the rows' notes if there are any."""
-    head = "| class | baseline Dice | candidate Dice | diff | 95% CI | Wilcoxon p | W/T/L | n |"
-    lines = [head, "|" + "---|" * 8]
-    for r in result["rows"]:
-        ci = f"[{_fmt(r['ci_low'], '+.4f')}, {_fmt(r['ci_high'], '+.4f')}]"
-        lines.append(f"| {r['class']} | {_fmt(r['baseline_dice'])} | {_fmt(r['candidate_dice'])} | "
-                     f"{_fmt(r['diff'], '+.4f')} | {ci} | {_fmt_p(r['p_wilcoxon'])} | "
-                     f"{r['wins']}/{r['ties']}/{r['losses']} | {r['n']} |")
-    notes = [f"- {r['class']}: {r['note']}" for r in result["rows"] if r["note"]]
-    return "\n".join(lines + ([""] + notes if notes else []))
-
-
-def _markdown(result: dict) -> str:
-    folds = ", ".join(str(f) for f in result["folds"])
-    header = [f"# {result['candidate']} vs {result['baseline']}", "",
-              f"- dataset: {result['dataset']}", f"- configuration: {result['configuration']}",
-              f"- plans: {result['plans']}", f"- folds: {folds}", f"- baseline: {result['baseline']}",
-              f"- candidate: {result['candidate']}", f"- cases: {result['n_cases']} (paired, pooled over folds)",
-              f"- bootstrap: {result['n_bootstrap']} resamples, seed {result['seed']}", ""]
-    definitions = ["", "Definitions:", ""] + [f"- {k}: {v}" for k, v in result["definitions"].items()]
-    return "\n".join(header + [format_table(result)] + definitions) + "\n"
-
-
-def _csv(result: dict) -> str:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(COLUMNS)
-    for r in result["rows"]:  # NaN as an empty cell, readable by any CSV reader
-        writer.writerow(["" if isinstance(r[c], float) and math.isnan(r[c]) else r[c] for c in COLUMNS])
-    return buf.getvalue()
-
-
-def _nan_to_none(obj):
-    # strict JSON has no NaN; null keeps comparison.json readable by every JSON parser
-    if isinstance(obj, float) and math.isnan(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _nan_to_none(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_nan_to_none(v) for v in obj]
-    return obj
-
-
-def _plot(result: dict, path: str) -> None:
-    """Left: per-case overall Dice, a line per case; right: per-class boxes of both trainers side by side."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure  # no pyplot: no global backend or figure state is touched
-
-    fig = Figure(figsize=(12, 5), dpi=100)
-    FigureCanvasAgg(fig)
-    left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 2]})
-    for p in result["cases"]:
-        b, c = p["baseline"][MEAN], p["candidate"][MEAN]
-        if math.isnan(b) or math.isnan(c):
-            continue
-        color = "tab:green" if c - b >= TIE else ("tab:red" if b - c >= TIE else "tab:gray")
-        left.plot([0, 1], [b, c], "-o", color=color, alpha=0.6, markersize=3)
-    left.set_xticks([0, 1], [result["baseline"], result["candidate"]], fontsize=8)
-    left.set_xlim(-0.3, 1.3)
-    left.set_ylabel("Dice (mean over classes, per case)")
-    left.set_title("paired cases (green: candidate better)")
-    _boxes(right, result)
-    fig.suptitle(f"{result['dataset']} {result['configuration']}, folds "
-                 f"{', '.join(str(f) for f in result['folds'])}, {result['n_cases']} cases")
-    fig.tight_layout()
-    fig.savefig(path, format="png")
-
-
-def _boxes(ax, result: dict) -> None:
-    labels = result["classes"] + [MEAN]
-    for side, offset, color in (("baseline", -0.2, "tab:blue"), ("candidate", 0.2, "tab:orange")):
-        data, positions = [], []
-        for i, k in enumerate(labels):
-            # the cases the table uses: NaN for either trainer dropped pairwise
-            values = [p[side][k] for p in result["cases"]
-                      if not (math.isnan(p["baseline"][k]) or math.isnan(p["candidate"][k]))]
-            if values:
-                data.append(values)
-                positions.append(i + offset)
-        if data:
-            ax.boxplot(data, positions=positions, widths=0.35, patch_artist=True,
-                       boxprops={"facecolor": color, "alpha": 0.5}, medianprops={"color": "black"})
-        ax.plot([], [], "s", color=color, alpha=0.5, label=result[side])
-    ax.set_xticks(range(len(labels)), labels)
-    ax.set_xlim(-0.7, len(labels) - 0.3)
-    ax.set_xlabel("class")
-    ax.set_ylabel("Dice per case")
-    ax.set_title("per class (cases usable for both trainers)")
-    ax.legend(fontsize=8)
-
-
-def write_report(result: dict, output_folder: str) -> dict[str, str]:
-    """Writes comparison.md, .csv, .json and .png into output_folder; returns {'md'|'csv'|'json'|'png': path}."""
-    os.makedirs(output_folder, exist_ok=True)
-    paths = {ext: os.path.join(output_folder, f"comparison.{ext}") for ext in ("md", "csv", "json", "png")}
-    write_text_atomically(_markdown(result), paths["md"])
-    write_text_atomically(_csv(result), paths["csv"])
-    write_text_atomically(json.dumps(_nan_to_none(result), indent=2, allow_nan=False) + "\n", paths["json"])
-    write_atomically(paths["png"], lambda tmp: _plot(result, tmp))
-    return paths

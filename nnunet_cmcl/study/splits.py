@@ -18,6 +18,7 @@ import numpy as np
 
 from nnunet_cmcl.atomic import write_json_atomically
 from nnunet_cmcl.errors import CMCLInputError
+from nnunet_cmcl.naming import dataset_name
 
 SPLITS_FILE = "splits_final.json"
 SOURCE_KEY, FRACTION_KEY, SEED_KEY = "cmcl_source_fold", "cmcl_fraction", "cmcl_seed"
@@ -152,6 +153,14 @@ def write_label_fraction_folds(preprocessed_dataset_folder: str, fractions, seed
     if len(new) > len(splits):  # nothing added: leave the file (and its mtime) alone
         write_json_atomically(new, splits_file)
     return descriptions
+
+
+def write_dataset_label_fraction_folds(dataset: str, fractions, seed: int = 0, source_folds=None) -> list[dict]:
+    """write_label_fraction_folds for a dataset (name or id) in nnUNet_preprocessed."""
+    from nnunetv2.paths import nnUNet_preprocessed
+
+    return write_label_fraction_folds(os.path.join(nnUNet_preprocessed, dataset_name(dataset)), fractions, seed,
+                                      source_folds)
 
 
 def describe_folds(descriptions: list[dict]) -> list[str]:

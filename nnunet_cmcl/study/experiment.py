@@ -16,10 +16,10 @@ from batchgenerators.utilities.file_and_folder_operations import isfile, join, l
 from nnunetv2.paths import nnUNet_preprocessed, nnUNet_results
 from nnunetv2.utilities.crossval_split import generate_crossval_split
 
-from nnunet_cmcl.cli import trainer_path
 from nnunet_cmcl.errors import CMCLInputError
-from nnunet_cmcl.prepare import dataset_name
-from nnunet_cmcl.splits import write_label_fraction_folds
+from nnunet_cmcl.naming import dataset_name, trainer_folder, trainer_path
+from nnunet_cmcl.study.report import compare_and_report
+from nnunet_cmcl.study.splits import write_label_fraction_folds
 
 
 @dataclass
@@ -66,7 +66,7 @@ def plan_runs(name: str, configuration: str, plans: str, folds: list[int], fract
               pretrainer: str, finetuner: str, baseline: str) -> tuple[list[Run], dict]:
     """The runs of the study in order, and {(fold, fraction): fold index}."""
     def folder(trainer, fold):
-        return join(nnUNet_results, name, f"{trainer}__{plans}__{configuration}", f"fold_{fold}")
+        return join(trainer_folder(join(nnUNet_results, name), trainer, plans, configuration), f"fold_{fold}")
 
     ensure_splits(name, configuration, plans)
     pretrain = Run("pretraining, no labels", pretrainer, "all", folder(pretrainer, "all"))
@@ -83,7 +83,9 @@ def plan_runs(name: str, configuration: str, plans: str, folds: list[int], fract
 def command_of(run: Run, dataset: str, configuration: str, plans: str, device: str) -> list[str]:
     command = ["nnUNetv2_train", dataset, configuration, run.fold, "-tr", run.trainer, "-p", plans, "-device", device]
     if any(isfile(join(run.fold_folder, f)) for f in ("checkpoint_latest.pth", "checkpoint_final.pth")):
-        return command + ["--c"]  # (a final checkpoint without validation: --c runs the validation)  # its weights are in the checkpoint: nnU-Net refuses --c with -pretrained_weights
+        # its weights are in the checkpoint (nnU-Net refuses --c with -pretrained_weights); a final checkpoint
+        # without validation: --c runs the validation
+        return command + ["--c"]
     if run.pretrained:
         command += ["-pretrained_weights", run.pretrained]
     return command
@@ -128,3 +130,14 @@ def check_inputs(dataset: str, configuration: str, plans: str) -> str:
     if configuration not in load_json(plans_file)["configurations"]:
         raise CMCLInputError(f"configuration {configuration} is not in {plans_file}")
     return name
+
+
+def run_experiment(dataset: str, configuration: str, plans: str, folds: list[int], fractions: list[float], seed: int,
+                   pretrainer: str, finetuner: str, baseline: str, device: str) -> tuple[dict, dict[str, str]]:
+    """Runs (or finishes) the whole study, then compares the fine-tuned trainer with the baseline on every
+    fine-tuned fold; returns compare_and_report's (result, paths)."""
+    name = check_inputs(dataset, configuration, plans)
+    runs, _ = plan_runs(name, configuration, plans, folds, fractions, seed, pretrainer, finetuner, baseline)
+    execute(runs, dataset, configuration, plans, device, join(str(nnUNet_results), name, "cmcl_logs"))
+    compared = sorted({r.fold for r in runs if r.fold != "all"}, key=int)
+    return compare_and_report(dataset, configuration, plans, baseline, finetuner, compared)

@@ -16,36 +16,26 @@ from typing import List
 import numpy as np
 import torch
 from torch import autocast
-from torch import distributed as dist
 
 from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.helpers import dummy_context
 
 from nnunet_cmcl.atomic import save_atomically
-from nnunet_cmcl.checkpoints import load_checkpoint_safely
-from nnunet_cmcl.config import CMCLConfig
+from nnunet_cmcl.checkpoints import cmcl_record, load_checkpoint_safely, make_record
+from nnunet_cmcl.dist import all_gather_cat, mean_over_ranks, true_on_every_rank, world_size
 from nnunet_cmcl.errors import CMCLInputError
-from nnunet_cmcl.losses import (alignment, cmcl_loss, distributed, normalised_std, other_samples_of_same_case,
-                                retrieval_top1, uniformity)
-from nnunet_cmcl.model import CMCLModel
-from nnunet_cmcl.progress import plot_progress
-from nnunet_cmcl.views import ViewSampler, check_modalities, modality_groups, total_strides
+from nnunet_cmcl.overrides import apply_overrides
+from nnunet_cmcl.pretraining.config import CMCLConfig
+from nnunet_cmcl.pretraining.losses import CMCLLoss
+from nnunet_cmcl.pretraining.metrics import (alignment, normalised_std, other_samples_of_same_case, retrieval_top1,
+                                             uniformity)
+from nnunet_cmcl.pretraining.model import CMCLModel
+from nnunet_cmcl.pretraining.progress import plot_progress
+from nnunet_cmcl.pretraining.views import ViewSampler, check_modalities, modality_groups, total_strides
 
 LOG_KEYS = ("train_loss_global", "train_loss_dense", "val_retrieval_top1", "val_dense_retrieval_top1",
             "val_embedding_std", "val_alignment", "val_uniformity")
-
-
-def unwrap(module: torch.nn.Module) -> torch.nn.Module:
-    """The module inside DDP and torch.compile wrappers."""
-    module = getattr(module, "module", module)  # DDP
-    return getattr(module, "_orig_mod", module)  # torch.compile
-
-
-def all_gather_cat(x: torch.Tensor, dim: int) -> torch.Tensor:
-    parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, x.contiguous())
-    return torch.cat(parts, dim=dim)
 
 
 def state_dict_on_cpu(module: torch.nn.Module) -> dict:
@@ -72,10 +62,10 @@ class nnUNetTrainerCMCL(nnUNetTrainer):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.modality_groups = modality_groups(dataset_json["channel_names"])
         check_modalities(self.modality_groups, self.cmcl_config)
-        if self.is_ddp and self.configuration_manager.batch_size % dist.get_world_size():
+        if self.is_ddp and self.configuration_manager.batch_size % world_size():
             raise CMCLInputError(
                 f"batch size {self.configuration_manager.batch_size} does not split evenly over "
-                f"{dist.get_world_size()} GPUs; the cross-rank negative gather needs equal shares, "
+                f"{world_size()} GPUs; the cross-rank negative gather needs equal shares, "
                 f"so use a batch size divisible by the GPU count")
         self.initial_lr = self.cmcl_config.learning_rate
         self.weight_decay = self.cmcl_config.weight_decay
@@ -86,7 +76,7 @@ class nnUNetTrainerCMCL(nnUNetTrainer):
         self.consecutive_nonfinite_steps = self.skipped_steps_epoch = self.skipped_steps_total = 0
         for key in LOG_KEYS:  # nnU-Net's local logger only accepts keys it already knows
             self.logger.local_logger.my_fantastic_logging.setdefault(key, [])
-        vars(self).update(self.overrides)
+        apply_overrides(self, self.overrides)
 
     # ---- network -------------------------------------------------------------------------------
     def build_network_architecture(self, plans_manager, configuration_manager, num_input_channels: int,
@@ -123,6 +113,10 @@ class nnUNetTrainerCMCL(nnUNetTrainer):
         optimizer = torch.optim.AdamW(self.network.parameters(), self.initial_lr, weight_decay=self.weight_decay)
         return optimizer, PolyLRScheduler(optimizer, self.initial_lr, self.num_epochs)
 
+    def _build_loss(self) -> CMCLLoss:
+        # replaces nnU-Net's Dice+CE (not built: pretraining has no segmentation output), as its loss variants do
+        return CMCLLoss(self.cmcl_config)
+
     def set_deep_supervision_enabled(self, enabled: bool):
         self.plain_network.decoder.deep_supervision = enabled
 
@@ -133,9 +127,8 @@ class nnUNetTrainerCMCL(nnUNetTrainer):
         cases = case_ids(batch["keys"], self.device)
         with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
             out = self.network(data)
-        c = self.cmcl_config
         out["cases"] = cases
-        return out, cmcl_loss(out, c.temperature, c.weight_global, c.weight_dense, c.dense_exclusion_radius, cases)
+        return out, self.loss(out, cases)
 
     def train_step(self, batch: dict) -> dict:
         self.optimizer.zero_grad(set_to_none=True)
@@ -150,7 +143,9 @@ class nnUNetTrainerCMCL(nnUNetTrainer):
         # fp16 gradient overflow is the grad scaler's business (it skips that step and lowers its scale); a
         # non-finite float32 loss, or non-finite gradients without a scaler, mean bad data or a diverging run
         finite = torch.isfinite(loss) if self.grad_scaler is not None else torch.isfinite(loss) & torch.isfinite(grad_norm)
-        if not self._finite_on_every_rank(finite):
+        # the one host sync of a step (nnU-Net's own train_step syncs once too: its loss to numpy); every rank
+        # skips the same steps, else DDP would hang
+        if not true_on_every_rank(finite):
             self.optimizer.zero_grad(set_to_none=True)  # with a scaler, step() now skips: it finds no gradient
             self._count_nonfinite_step(batch["keys"])
         else:
@@ -164,17 +159,6 @@ class nnUNetTrainerCMCL(nnUNetTrainer):
             return {}  # a skipped step takes no part in the epoch's means
         # detached device tensors, averaged once per epoch
         return {k: v.detach() for k, v in losses.items()}
-
-    @staticmethod
-    def _finite_on_every_rank(flag: torch.Tensor) -> bool:
-        """True where ``flag`` holds on every rank: all ranks skip the same steps (else DDP would hang).
-
-        The one host sync of a step; nnU-Net's own train_step syncs once a step too (its loss to numpy).
-        """
-        if distributed():
-            flag = flag.to(torch.int32)
-            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-        return bool(flag.item())
 
     def _count_nonfinite_step(self, keys) -> None:
         self.consecutive_nonfinite_steps += 1
@@ -193,11 +177,7 @@ class nnUNetTrainerCMCL(nnUNetTrainer):
         values = [o[key] for o in outputs if key in o]
         if not values:
             return float("nan")
-        mean = torch.stack(values).float().mean()
-        if distributed():
-            dist.all_reduce(mean)
-            mean /= dist.get_world_size()
-        return mean.item()
+        return mean_over_ranks(torch.stack(values).float().mean()).item()
 
     def on_train_epoch_start(self):
         super().on_train_epoch_start()
@@ -236,8 +216,7 @@ class nnUNetTrainerCMCL(nnUNetTrainer):
         if "global" in val_outputs[0]:
             z = torch.cat([o["global"] for o in val_outputs], dim=1)  # (V, N, D)
             cases = torch.cat([o["cases"] for o in val_outputs])
-            if distributed():
-                z, cases = all_gather_cat(z, dim=1), all_gather_cat(cases, dim=0)
+            z, cases = all_gather_cat(z, dim=1), all_gather_cat(cases, dim=0)
             ignored = other_samples_of_same_case(cases, torch.arange(len(cases), device=cases.device))
             metrics["val_retrieval_top1"] = 0.5 * (retrieval_top1(z[0], z[1], ignored) +
                                                    retrieval_top1(z[1], z[0], ignored))
@@ -292,11 +271,10 @@ class nnUNetTrainerCMCL(nnUNetTrainer):
             return
         checkpoint = {
             "network_weights": state_dict_on_cpu(self.plain_network),
-            "cmcl_heads": state_dict_on_cpu(self.cmcl_model.heads),
-            "cmcl_config": self.cmcl_config.to_dict(),
-            "cmcl_modalities": {"channel_names": self.dataset_json["channel_names"], "groups": self.modality_groups},
-            "cmcl_best_retrieval": self.best_retrieval,
-            "cmcl_skipped_steps": self.skipped_steps_total,
+            "cmcl": make_record(config=self.cmcl_config.to_dict(), heads=state_dict_on_cpu(self.cmcl_model.heads),
+                                modalities={"channel_names": self.dataset_json["channel_names"],
+                                            "groups": self.modality_groups},
+                                best_retrieval=self.best_retrieval, skipped_steps=self.skipped_steps_total),
             "optimizer_state": self.optimizer.state_dict(),
             "grad_scaler_state": self.grad_scaler.state_dict() if self.grad_scaler is not None else None,
             "logging": self.logger.get_checkpoint(),
@@ -314,17 +292,21 @@ class nnUNetTrainerCMCL(nnUNetTrainer):
         checkpoint = filename_or_checkpoint
         if isinstance(checkpoint, str):  # --c: read without running code from the file, like all our commands
             checkpoint = load_checkpoint_safely(checkpoint)
-        stored = CMCLConfig.from_dict(checkpoint["cmcl_config"])
+        record = cmcl_record(checkpoint)
+        if "config" not in record:
+            raise CMCLInputError("the checkpoint has no CMCL record: it was not written by a CMCL trainer; continue "
+                                 "with the trainer that wrote it")
+        stored = CMCLConfig.from_dict(record["config"])
         if stored != self.cmcl_config:
             raise CMCLInputError(f"the checkpoint was trained with CMCL config {stored}, this trainer uses "
                                  f"{self.cmcl_config}; continue with the trainer that wrote it")
         self.plain_network.load_state_dict(checkpoint["network_weights"])  # the encoder is shared with cmcl_model
-        self.cmcl_model.heads.load_state_dict(checkpoint["cmcl_heads"])
+        self.cmcl_model.heads.load_state_dict(record["heads"])
         self.my_init_kwargs = checkpoint["init_args"]
         self.current_epoch = checkpoint["current_epoch"]
         self.logger.load_checkpoint(checkpoint["logging"])
-        self.best_retrieval = checkpoint["cmcl_best_retrieval"]
-        self.skipped_steps_total = checkpoint.get("cmcl_skipped_steps", 0)
+        self.best_retrieval = record["best_retrieval"]
+        self.skipped_steps_total = record.get("skipped_steps", 0)
         self.inference_allowed_mirroring_axes = checkpoint.get("inference_allowed_mirroring_axes",
                                                                self.inference_allowed_mirroring_axes)
         self.optimizer.load_state_dict(checkpoint["optimizer_state"])

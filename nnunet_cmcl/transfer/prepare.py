@@ -16,27 +16,15 @@ from nnunetv2.experiment_planning.plans_for_pretraining.move_plans_between_datas
 from nnunetv2.paths import nnUNet_preprocessed, nnUNet_raw
 from nnunetv2.preprocessing.preprocessors.default_preprocessor import DefaultPreprocessor
 from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2, comp_blosc2_params
-from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 from nnunetv2.utilities.utils import (create_lists_from_splitted_dataset_folder,
                                       get_identifiers_from_splitted_dataset_folder)
 
-from nnunet_cmcl.datacheck import check_finite_images
+from nnunet_cmcl.atomic import folder_written_atomically
+from nnunet_cmcl.data.checks import check_finite_images
 from nnunet_cmcl.errors import CMCLInputError
+from nnunet_cmcl.naming import channel_list, dataset_name
 from nnunet_cmcl.plans.pretraining import find_pretraining_trainer, write_pretraining_plans
-
-
-def dataset_name(dataset: str | int) -> str:
-    try:
-        return maybe_convert_to_dataset_name(int(dataset) if str(dataset).isdigit() else dataset)
-    except RuntimeError:
-        raise CMCLInputError(f"dataset {dataset} is not in nnUNet_raw or nnUNet_preprocessed; check the id and "
-                             f"the nnUNet_* paths") from None
-
-
-def channel_list(dataset_json: dict) -> list[str]:
-    names = dataset_json["channel_names"]
-    return [str(names[k]) for k in sorted(names, key=int)]
 
 
 def _preprocess_images_only_case(args) -> str:
@@ -67,15 +55,10 @@ def preprocess_images_only(name: str, plans: dict, configuration: str, dataset_j
     if len(identifiers) == 0:
         raise CMCLInputError(f"{images} holds no {ending} images; put the pretraining cases there")
     output = join(nnUNet_preprocessed, name, plans["configurations"][configuration]["data_identifier"])
-    tmp = output + ".tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
-    jobs = [(i, f, tmp, plans, configuration, dataset_json) for i, f in zip(identifiers, files)]
-    with multiprocessing.get_context("spawn").Pool(processes) as pool:
+    with folder_written_atomically(output) as tmp, multiprocessing.get_context("spawn").Pool(processes) as pool:
+        jobs = [(i, f, tmp, plans, configuration, dataset_json) for i, f in zip(identifiers, files)]
         for n, identifier in enumerate(pool.imap_unordered(_preprocess_images_only_case, jobs), 1):
             print(f"[prepare] preprocessed {identifier} ({n}/{len(jobs)})", flush=True)
-    shutil.rmtree(output, ignore_errors=True)
-    os.replace(tmp, output)
     return len(identifiers)
 
 
@@ -96,11 +79,13 @@ def prepare(target: str, pretrain: str, configuration: str = "3d_fullres", plans
         raise CMCLInputError(f"{raw_json_file} does not exist; write the pretraining dataset in nnUNet_raw format")
     pretrain_json = load_json(raw_json_file)
     pretrain_json.setdefault("labels", target_json["labels"])  # nnU-Net's trainer needs a label set, even unused
-    if channel_list(pretrain_json) != channel_list(target_json):
+    pretrain_channels = channel_list(pretrain_json["channel_names"])
+    target_channels = channel_list(target_json["channel_names"])
+    if pretrain_channels != target_channels:
         raise CMCLInputError(
-            f"pretraining dataset {pretrain_name} has channels ({', '.join(channel_list(pretrain_json))}), target "
-            f"{target_name} has ({', '.join(channel_list(target_json))}); give the pretraining images the target's "
-            f"channel order (file suffix _0000 = {channel_list(target_json)[0]}, ...)")
+            f"pretraining dataset {pretrain_name} has channels ({', '.join(pretrain_channels)}), target "
+            f"{target_name} has ({', '.join(target_channels)}); give the pretraining images the target's "
+            f"channel order (file suffix _0000 = {target_channels[0]}, ...)")
     if configuration not in load_json(target_plans_file)["configurations"]:
         raise CMCLInputError(f"configuration {configuration} is not in {target_plans_file}")
     check_finite_images(join(nnUNet_raw, pretrain_name), processes)  # a NaN voxel would poison every step later
@@ -129,3 +114,16 @@ def prepare(target: str, pretrain: str, configuration: str = "3d_fullres", plans
                                                           pretrain_name[7:10])
     print(f"[prepare] pretraining plans {plans_name}: {report}")
     return command
+
+
+def pretrain_plans(dataset: str, configuration: str, plans_identifier: str, trainer: str) -> tuple[str, str]:
+    """Writes the pretraining plans of an already preprocessed ``dataset`` for ``trainer``; returns (report,
+    the nnUNetv2_train command)."""
+    trainer_class = find_pretraining_trainer(trainer)
+    folder = join(nnUNet_preprocessed, dataset_name(dataset))
+    plans_file = join(folder, plans_identifier + ".json")
+    if not isfile(plans_file):
+        raise CMCLInputError(f"{plans_file} does not exist; plan the dataset first")
+    _, report, command = write_pretraining_plans(folder, load_json(plans_file), configuration,
+                                                 load_json(join(folder, "dataset.json")), trainer_class, dataset)
+    return report, command

@@ -7,9 +7,6 @@ validation_missing_<NAME>`` then compares two trainers under the same missing mo
 """
 from __future__ import annotations
 
-import os
-import shutil
-
 import torch
 from batchgenerators.utilities.file_and_folder_operations import isfile, join, load_json
 from nnunetv2.evaluation.evaluate_predictions import compute_metrics_on_folder
@@ -18,15 +15,16 @@ from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 from nnunetv2.paths import nnUNet_preprocessed, nnUNet_results
 from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
 
+from nnunet_cmcl.atomic import folder_written_atomically
 from nnunet_cmcl.errors import CMCLInputError
-from nnunet_cmcl.prepare import dataset_name
+from nnunet_cmcl.naming import dataset_name, trainer_folder
 
 
 def evaluate_missing(dataset: str, configuration: str, trainer: str, fold: int, drop: str,
                      plans: str = "nnUNetPlans", device: str = "cuda") -> str:
     """Predicts and evaluates fold ``fold``'s validation cases without modality ``drop``; returns summary.json."""
     name = dataset_name(dataset)
-    model_folder = join(nnUNet_results, name, f"{trainer}__{plans}__{configuration}")
+    model_folder = trainer_folder(join(nnUNet_results, name), trainer, plans, configuration)
     if not isfile(join(model_folder, f"fold_{fold}", "checkpoint_final.pth")):
         raise CMCLInputError(f"{trainer} has no finished fold {fold} ({model_folder}); train it first")
     dataset_json = load_json(join(model_folder, "dataset.json"))
@@ -45,22 +43,19 @@ def evaluate_missing(dataset: str, configuration: str, trainer: str, fold: int, 
     data_folder = join(nnUNet_preprocessed, name, predictor.configuration_manager.data_identifier)
     cases = infer_dataset_class(data_folder)(data_folder, splits[fold]["val"])
     output = join(model_folder, f"fold_{fold}", f"validation_missing_{drop}")
-    tmp = output + ".tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
-    for i, case in enumerate(cases.identifiers, 1):
-        data, _, _, properties = cases.load_case(case)
-        data = torch.from_numpy(data[:]).float()
-        data[[int(c) for c in channels]] = 0
-        logits = predictor.predict_sliding_window_return_logits(data).cpu()
-        export_prediction_from_logits(logits, properties, predictor.configuration_manager, predictor.plans_manager,
-                                      dataset_json, join(tmp, case))
-        print(f"[evaluate-missing] {case} predicted without {drop} ({i}/{len(cases.identifiers)})", flush=True)
-    labels = predictor.label_manager
-    compute_metrics_on_folder(join(nnUNet_preprocessed, name, "gt_segmentations"), tmp, join(tmp, "summary.json"),
-                              predictor.plans_manager.image_reader_writer_class(), dataset_json["file_ending"],
-                              labels.foreground_regions if labels.has_regions else labels.foreground_labels,
-                              labels.ignore_label, num_processes=1)
-    shutil.rmtree(output, ignore_errors=True)
-    os.replace(tmp, output)  # a half-finished evaluation never sits where compare looks
+    # a half-finished evaluation never sits where compare looks
+    with folder_written_atomically(output) as tmp:
+        for i, case in enumerate(cases.identifiers, 1):
+            data, _, _, properties = cases.load_case(case)
+            data = torch.from_numpy(data[:]).float()
+            data[[int(c) for c in channels]] = 0
+            logits = predictor.predict_sliding_window_return_logits(data).cpu()
+            export_prediction_from_logits(logits, properties, predictor.configuration_manager,
+                                          predictor.plans_manager, dataset_json, join(tmp, case))
+            print(f"[evaluate-missing] {case} predicted without {drop} ({i}/{len(cases.identifiers)})", flush=True)
+        labels = predictor.label_manager
+        compute_metrics_on_folder(join(nnUNet_preprocessed, name, "gt_segmentations"), tmp, join(tmp, "summary.json"),
+                                  predictor.plans_manager.image_reader_writer_class(), dataset_json["file_ending"],
+                                  labels.foreground_regions if labels.has_regions else labels.foreground_labels,
+                                  labels.ignore_label, num_processes=1)
     return join(output, "summary.json")

@@ -8,13 +8,13 @@ import torch
 from batchgenerators.utilities.file_and_folder_operations import isfile, join, load_json
 from nnunetv2.paths import nnUNet_preprocessed
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
-from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
 from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnunet_cmcl.atomic import save_atomically
-from nnunet_cmcl.checkpoints import channel_names_of, sha256
+from nnunet_cmcl.checkpoints import channel_names_of, cmcl_record, make_record, sha256
 from nnunet_cmcl.errors import CMCLInputError
+from nnunet_cmcl.naming import channel_list, dataset_name
 
 SKIPPED = ".seg_layers."  # nnU-Net's load_pretrained_weights never transfers these
 
@@ -22,6 +22,7 @@ SKIPPED = ".seg_layers."  # nnU-Net's load_pretrained_weights never transfers th
 def describe(checkpoint: dict) -> list[str]:
     """Human-readable facts of a checkpoint: trainer, plans, configuration, channels, CMCL config, metrics."""
     init = checkpoint.get("init_args", {})
+    record = cmcl_record(checkpoint)
     plans = init.get("plans", {}) if isinstance(init.get("plans"), dict) else {}
     lines = [f"trainer:       {checkpoint.get('trainer_name')}",
              f"dataset:       {plans.get('dataset_name')}",
@@ -31,9 +32,9 @@ def describe(checkpoint: dict) -> list[str]:
              f"channels:      {channel_names_of(checkpoint)}",
              f"epochs done:   {checkpoint.get('current_epoch')}",
              f"tensors:       {len(checkpoint['network_weights'])} in network_weights, "
-             f"{len(checkpoint.get('cmcl_heads', {}))} in cmcl_heads"]
-    if "cmcl_config" in checkpoint:
-        lines.append("CMCL config:   " + ", ".join(f"{k}={v}" for k, v in checkpoint["cmcl_config"].items()))
+             f"{len(record.get('heads', {}))} in the CMCL heads"]
+    if record.get("config"):
+        lines.append("CMCL config:   " + ", ".join(f"{k}={v}" for k, v in record["config"].items()))
     logged = checkpoint.get("logging") or {}
     last = {k: v[-1] for k, v in logged.items() if isinstance(v, list) and v and "timestamp" not in k}
     if last:
@@ -42,13 +43,9 @@ def describe(checkpoint: dict) -> list[str]:
     return lines
 
 
-def target(dataset: str, configuration: str, plans_identifier: str = "nnUNetPlans"):
+def build_target_network(dataset: str, configuration: str, plans_identifier: str = "nnUNetPlans"):
     """(stock network, channel_names) that nnU-Net would fine-tune for this dataset, plans and configuration."""
-    try:
-        name = maybe_convert_to_dataset_name(int(dataset) if str(dataset).isdigit() else dataset)
-    except RuntimeError:
-        raise CMCLInputError(f"dataset {dataset} is not in nnUNet_raw or nnUNet_preprocessed; check the id "
-                             f"and the nnUNet_* paths") from None
+    name = dataset_name(dataset)
     plans_file = join(nnUNet_preprocessed, name, plans_identifier + ".json")
     if not isfile(plans_file):
         raise CMCLInputError(f"{plans_file} does not exist; run nnUNetv2_plan_and_preprocess -d {dataset} "
@@ -65,10 +62,6 @@ def target(dataset: str, configuration: str, plans_identifier: str = "nnUNetPlan
     return network, dataset_json["channel_names"]
 
 
-def _names(channel_names: dict) -> list[str]:
-    return [str(channel_names[k]) for k in sorted(channel_names, key=int)]
-
-
 def _is_encoder(key: str) -> bool:
     # nnU-Net's decoders hold a reference to the encoder, so its tensors appear twice in the state dict
     return key.startswith(("encoder.", "decoder.encoder."))
@@ -80,13 +73,13 @@ def _in_proj_keys(network: torch.nn.Module, state: dict) -> set[str]:
     return {k for k in state if k.endswith(suffixes)}
 
 
-def compare(checkpoint: dict, network: torch.nn.Module, target_channels: dict) -> tuple[list[str], list[str]]:
+def check_transfer(checkpoint: dict, network: torch.nn.Module, target_channels: dict) -> tuple[list[str], list[str]]:
     """(summary lines, problem lines) of loading the checkpoint into the network as nnU-Net would."""
     source_channels = channel_names_of(checkpoint)
     problems = []
-    if source_channels is not None and _names(source_channels) != _names(target_channels):
-        problems.append(f"pretrained on channels ({', '.join(_names(source_channels))}); the target dataset has "
-                        f"({', '.join(_names(target_channels))}): map them with `nnunet-cmcl export`")
+    if source_channels is not None and channel_list(source_channels) != channel_list(target_channels):
+        problems.append(f"pretrained on channels ({', '.join(channel_list(source_channels))}); the target dataset has "
+                        f"({', '.join(channel_list(target_channels))}): map them with `nnunet-cmcl export`")
     weights, state = checkpoint["network_weights"], network.state_dict()
     counts = {"encoder": [0, 0], "decoder": [0, 0]}
     for key, value in state.items():
@@ -113,7 +106,7 @@ def adapt(checkpoint: dict, network: torch.nn.Module, target_channels: dict) -> 
     source_channels = channel_names_of(checkpoint)
     if source_channels is None:
         raise CMCLInputError("the checkpoint records no channel names; export needs them to map channels")
-    src_names, tgt_names = _names(source_channels), _names(target_channels)
+    src_names, tgt_names = channel_list(source_channels), channel_list(target_channels)
     weights, state = checkpoint["network_weights"], network.state_dict()
     in_proj = _in_proj_keys(network, state)
     lowered = [n.lower() for n in src_names]
@@ -155,10 +148,10 @@ def export(checkpoint_path: str, checkpoint: dict, network: torch.nn.Module, tar
     if os.path.abspath(output) == os.path.abspath(checkpoint_path):
         raise CMCLInputError(f"-o {output} is the input checkpoint; write the export to a new file")
     weights, report = adapt(checkpoint, network, target_channels)
+    export_record = {"source": os.path.abspath(checkpoint_path), "source_sha256": sha256(checkpoint_path),
+                     "report": report}
     exported = {"network_weights": weights, "trainer_name": checkpoint.get("trainer_name"),
-                "cmcl_config": checkpoint.get("cmcl_config"),
-                "cmcl_modalities": {"channel_names": target_channels},
-                "cmcl_export": {"source": os.path.abspath(checkpoint_path), "source_sha256": sha256(checkpoint_path),
-                                "report": report}}
+                "cmcl": make_record(config=cmcl_record(checkpoint).get("config"),
+                                    modalities={"channel_names": target_channels}, export=export_record)}
     save_atomically(exported, output)
     return report

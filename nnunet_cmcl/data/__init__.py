@@ -1,0 +1,1 @@
+"""Built-in datasets (synthetic, from shipped templates) and checks of raw data."""

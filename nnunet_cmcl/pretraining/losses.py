@@ -1,0 +1,98 @@
+"""The CMCL loss: multi-positive InfoNCE over the global and dense embeddings of the views, negatives gathered
+from every rank. ``CMCLLoss`` is what the trainer's ``_build_loss`` returns, as nnU-Net's own loss variants do.
+
+Embeddings arrive L2-normalised; every computation here runs in float32, also under autocast.
+References: Oord et al. 2018 (InfoNCE), Chen et al. 2020 (SimCLR NT-Xent).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from nnunet_cmcl.dist import gather_samples
+from nnunet_cmcl.pretraining.config import CMCLConfig
+
+# finite stand-in for -inf: a row without negatives must give a zero loss, not NaN gradients
+MASKED = -1e9
+
+
+def near_pairs(positions: torch.Tensor, radius: float) -> torch.Tensor:
+    """positions (B, M, d) -> (B, M, M) bool: locations of one sample closer than ``radius`` (self included)."""
+    p = positions.float()
+    return torch.cdist(p, p) < radius
+
+
+def multi_positive_info_nce(anchors: torch.Tensor, candidates: torch.Tensor, anchor_index: torch.Tensor,
+                            temperature: float, near: torch.Tensor | None = None,
+                            case_ids: torch.Tensor | None = None) -> torch.Tensor:
+    """Symmetric multi-positive InfoNCE over views.
+
+    anchors (V, B, M, D): V views of B samples at M locations (M = 1 for global embeddings).
+    candidates (V, N, M, D): the same for all N samples of all ranks; anchors[:, b] == candidates[:, anchor_index[b]].
+    near (B, M, M) bool or None: same-sample location pairs that are neither positive nor negative;
+    None means no location of the anchor's own sample is a negative.
+    case_ids (N,) or None: samples cut from the same case as the anchor's (other patches, same anatomy)
+    are no negatives either; None treats every sample as its own case.
+
+    For anchor (v, b, m) and each positive (w, b, m), w != v:
+        l = -s_p / t + log(exp(s_p / t) + sum_{n in negatives} exp(s_n / t))
+    negatives = every view and location of the other samples, plus, when ``near`` is given, the
+    locations m' != m of the same sample with not near[b, m, m'] in every view. Returns the mean of l
+    over all anchors and positives (for V = 2 and M = 1: SimCLR's NT-Xent).
+    """
+    with torch.autocast(anchors.device.type, enabled=False):  # float32 also inside an autocast region
+        return _info_nce(anchors.float(), candidates.float(), anchor_index, temperature, near, case_ids)
+
+
+def _info_nce(a: torch.Tensor, c: torch.Tensor, anchor_index: torch.Tensor, temperature: float,
+              near: torch.Tensor | None, case_ids: torch.Tensor | None) -> torch.Tensor:
+    v, b, m, d = a.shape
+    n = c.shape[1]
+    if case_ids is None:
+        case_ids = torch.arange(n, device=a.device)
+    other_case = (case_ids[anchor_index][:, None] != case_ids[None, :])[None, :, None, None, :, None]
+    logits = (a.reshape(-1, d) @ c.reshape(-1, d).T).view(v, b, m, v, n, m) / temperature
+    same = (anchor_index[:, None] == torch.arange(n, device=a.device))[None, :, None, None, :, None]
+    negative = other_case
+    if near is not None:
+        eye = torch.eye(m, dtype=torch.bool, device=a.device)
+        negative = negative | (same & ~(near | eye)[None, :, :, None, None, :])
+    lse_negative = logits.masked_fill(~negative, MASKED).flatten(3).logsumexp(dim=3)  # (V, B, M)
+    positives = c[:, anchor_index]  # (V, B, M, D)
+    pos_logits = torch.einsum("vbmd,wbmd->vwbm", a, positives) / temperature  # (V, V, B, M)
+    terms = torch.logaddexp(pos_logits, lse_negative[:, None]) - pos_logits
+    # mean over w != v by weighting, not boolean indexing: a mask index makes the host wait for the device
+    off_diagonal = 1.0 - torch.eye(v, device=a.device)
+    return (terms * off_diagonal[:, :, None, None]).sum() / (v * (v - 1) * b * m)
+
+
+class CMCLLoss(nn.Module):
+    """weight_global * global InfoNCE + weight_dense * dense InfoNCE of one CMCLModel output.
+
+    forward(out, case_ids): ``out`` holds 'global' (V, B, D) and/or 'dense' (V, B, M, D) with 'positions'
+    (B, M, d); case_ids (B,) is an integer per sample naming its case, equal on every rank for the same case
+    (other patches of one case are no negatives). Returns 'loss' and its terms 'loss_global' / 'loss_dense'
+    (terms of weight 0 are absent), all float32 scalars.
+    """
+
+    def __init__(self, config: CMCLConfig):
+        super().__init__()
+        self.temperature = config.temperature
+        self.weights = {"loss_global": config.weight_global, "loss_dense": config.weight_dense}
+        self.exclusion_radius = config.dense_exclusion_radius
+
+    def forward(self, out: dict[str, torch.Tensor], case_ids: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        terms = {}
+        if case_ids is not None:
+            case_ids, _ = gather_samples(case_ids, dim=0)
+        if "global" in out:
+            g = out["global"][:, :, None]  # (V, B, 1, D)
+            candidates, index = gather_samples(g)
+            terms["loss_global"] = multi_positive_info_nce(g, candidates, index, self.temperature, case_ids=case_ids)
+        if "dense" in out:
+            candidates, index = gather_samples(out["dense"])
+            near = near_pairs(out["positions"], self.exclusion_radius)
+            terms["loss_dense"] = multi_positive_info_nce(out["dense"], candidates, index, self.temperature, near,
+                                                          case_ids)
+        terms["loss"] = sum(self.weights[k] * v for k, v in terms.items())
+        return terms

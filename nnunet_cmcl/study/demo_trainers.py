@@ -1,0 +1,65 @@
+"""The demo's trainers: nnU-Net's and this package's trainers with the demo's short budgets, registered for
+``nnUNet_extTrainer`` like every public trainer (the demo and scripts/hybrid_study.py run them by name)."""
+from __future__ import annotations
+
+import os
+
+import torch
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+from nnunet_cmcl.overrides import apply_overrides
+from nnunet_cmcl.pretraining.dae import nnUNetTrainerCMCL_DAE
+from nnunet_cmcl.pretraining.trainer import nnUNetTrainerCMCL
+from nnunet_cmcl.pretraining.variants import nnUNetTrainerCMCL_Aug
+from nnunet_cmcl.transfer.finetune import nnUNetTrainerCMCLFinetune
+
+PRETRAINING_BUDGET = {"num_epochs": 8, "num_iterations_per_epoch": 30, "num_val_iterations_per_epoch": 8}
+# one budget for the two segmentation trainers, so the comparison is fair
+SEGMENTATION_BUDGET = {"num_epochs": 8, "num_iterations_per_epoch": 12, "num_val_iterations_per_epoch": 5}
+SCALE_ENV = "nnUNet_CMCL_demo_scale"  # < 1 shrinks every budget alike: for checks of the plumbing, not results
+
+
+def scaled(budget: dict) -> dict:
+    scale = float(os.environ.get(SCALE_ENV, "1"))
+    return {k: max(1, round(v * scale)) for k, v in budget.items()}
+
+
+class _PretrainingBudget:
+    """Mixin: the demo's pretraining budget for any CMCL trainer (read by its __init__ through ``overrides``)."""
+
+    @property
+    def overrides(self) -> dict:
+        return scaled(PRETRAINING_BUDGET)
+
+
+class nnUNetTrainerCMCL_demo(_PretrainingBudget, nnUNetTrainerCMCL):
+    pass
+
+
+class nnUNetTrainerCMCLFinetune_demo(nnUNetTrainerCMCLFinetune):
+    warmup_epochs = 2
+
+    @property
+    def overrides(self) -> dict:
+        return scaled(SEGMENTATION_BUDGET)
+
+
+class nnUNetTrainerCMCL_DAE_demo(_PretrainingBudget, nnUNetTrainerCMCL_DAE):
+    """The reconstruction hybrid with the demo's pretraining budget (scripts/hybrid_study.py)."""
+
+
+class nnUNetTrainerCMCL_Aug_demo(_PretrainingBudget, nnUNetTrainerCMCL_Aug):
+    """One-modality views with the demo's pretraining budget (scripts/hybrid_study.py)."""
+
+
+class nnUNetTrainerCMCLFinetune_demoDAE(nnUNetTrainerCMCLFinetune_demo):
+    """The same fine-tuning as nnUNetTrainerCMCLFinetune_demo, in its own results folder (for DAE checkpoints)."""
+
+
+class nnUNetTrainerVanilla_demo(nnUNetTrainer):
+    """nnU-Net's own trainer, unchanged but for the demo's budget: the baseline."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        apply_overrides(self, scaled(SEGMENTATION_BUDGET))
