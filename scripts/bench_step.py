@@ -130,14 +130,14 @@ def heads_and_loss_time(trainer, batch, device: torch.device, repeats: int = 5) 
     """Median seconds of heads + loss, forward and backward, on detached bottleneck features of the batch."""
     model, loss_fn = trainer.cmcl_model, CMCLLoss(trainer.cmcl_config)
     with torch.no_grad():
-        views, offsets = model.sampler(batch["data"].to(device))
+        views, geometry = model.sampler(batch["data"].to(device))
         bottleneck = model.encoder(views)[-1]
     times = []
     for _ in range(repeats):
         features = bottleneck.detach().requires_grad_()
         sync(device)
         start = time.perf_counter()
-        out = model.project(features, offsets)
+        out = model.project(features, geometry)
         loss_fn(out)["loss"].backward()
         sync(device)
         times.append(time.perf_counter() - start)

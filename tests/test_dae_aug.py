@@ -18,7 +18,7 @@ from conftest import nnunet_env, plan_and_preprocess, run
 from nnunet_cmcl.checkpoints import cmcl_record
 from nnunet_cmcl.data.synthetic import write_phantom_dataset
 from nnunet_cmcl.errors import CMCLInputError
-from nnunet_cmcl.pretraining.config import CMCLConfig
+from nnunet_cmcl.pretraining.config import LEGACY_DEFAULTS, CMCLConfig
 from nnunet_cmcl.pretraining.dae import nnUNetTrainerCMCL_DAE
 from nnunet_cmcl.pretraining.disruptions import gaussian_noise, low_resolution, mask_cubes, random_intensity
 from nnunet_cmcl.pretraining.trainer import nnUNetTrainerCMCL
@@ -95,10 +95,11 @@ def test_intensity_changes_keep_each_channels_voxel_order_and_differ_per_sample_
 
 def test_removed_modalities_stay_exactly_zero_while_kept_ones_are_disrupted():
     torch.manual_seed(0)
-    config = replace(CMCLConfig(), noise_std=0.5, low_resolution_probability=0.5, mask_ratio=0.3, mask_block=4)
+    config = replace(CMCLConfig(), noise_std=0.5, low_resolution_probability=0.5, mask_ratio=0.3, mask_block=4,
+                     flip_views=False, add_full_view=False)
     sampler = ViewSampler([[0], [1]], 2, (32, 32, 32), (8, 8, 8), config)
     data = torch.randn(4, 2, 32, 32, 32) + 10
-    crops, offsets = sampler.crop(data)
+    crops, (offsets, _, _) = sampler.crop(data)
     for k in range(sampler.num_views):
         for i in range(4):
             z, y, x = (offsets[k, i] * 8).tolist()
@@ -112,10 +113,11 @@ def test_removed_modalities_stay_exactly_zero_while_kept_ones_are_disrupted():
 
 def test_augment_views_of_one_modality_keep_the_channel_and_stay_aligned():
     torch.manual_seed(0)
-    config = replace(CMCLConfig(), view_strategy="augment", augment_brightness=0.5)
+    config = replace(CMCLConfig(), view_strategy="augment", add_full_view=False, augment_brightness=0.5,
+                     flip_views=False)
     sampler = ViewSampler([[0]], 1, (32, 32, 32), (8, 8, 8), config)  # one modality: fine for 'augment'
     data = torch.randn(3, 1, 32, 32, 32)
-    views, offsets = sampler(data)
+    views, (offsets, _, _) = sampler(data)
     shifts = set()
     for k in range(2):
         for i in range(3):
@@ -131,13 +133,14 @@ def test_configs_of_older_checkpoints_read_back_and_unknown_keys_are_still_refus
     names = list(CMCLConfig().to_dict())
     older = {k: v for k, v in CMCLConfig().to_dict().items()
              if names.index(k) <= names.index("collapse_std_threshold")}  # a checkpoint from before the new fields
-    assert CMCLConfig.from_dict(older) == CMCLConfig()
+    # features that are on by default now read back as off: the checkpoint was trained without them
+    assert CMCLConfig.from_dict(older) == replace(CMCLConfig(), **LEGACY_DEFAULTS) != CMCLConfig()
     dae = nnUNetTrainerCMCL_DAE.cmcl_config
     assert CMCLConfig.from_dict(dae.to_dict()) == dae != CMCLConfig()  # resume with another config is refused
     with pytest.raises(ValueError, match="unknown CMCL config keys"):
         CMCLConfig.from_dict({**older, "reconstruction_weight": 1.0})
     with pytest.raises(ValueError, match="differ by their shift only"):
-        replace(CMCLConfig(), view_strategy="augment")
+        replace(CMCLConfig(), view_strategy="augment", add_full_view=False)
 
 
 # ---- the reconstruction term in nnU-Net's trainer ----------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Two CPU processes (gloo): the gathered CMCL loss and gradients equal one process on the whole batch."""
+"""Two CPU processes (gloo): the gathered CMCL loss and gradients equal one process on the whole batch, with queue
+negatives, and the key queue stays the same on every rank."""
 import os
 import socket
 
@@ -10,6 +11,7 @@ import torch.nn.functional as F
 
 from nnunet_cmcl.pretraining.config import CMCLConfig
 from nnunet_cmcl.pretraining.losses import CMCLLoss
+from nnunet_cmcl.pretraining.queue import KeyQueue
 
 WORLD = 2
 V, B, M, D = 2, 3, 4, 8  # per-rank batch B
@@ -24,10 +26,17 @@ def make_inputs():
     return global_, dense, positions, cases
 
 
+def queue_negatives():
+    """A queue as every rank holds it: keys of earlier steps, one from case 11 (masked for samples of case 11)."""
+    g = torch.Generator().manual_seed(5)
+    keys = F.normalize(torch.randn(5, D, generator=g), dim=-1)
+    return keys, torch.tensor([11, 20, 21, 22, 23]), torch.tensor([True, True, True, True, False])
+
+
 def losses_and_grads(global_, dense, positions, cases):
     global_, dense = global_.clone().requires_grad_(), dense.clone().requires_grad_()
     loss = CMCLLoss(CMCLConfig(temperature=0.1, weight_global=1.0, weight_dense=0.5, dense_exclusion_radius=1.5))
-    losses = loss({"global": global_, "dense": dense, "positions": positions}, cases)
+    losses = loss({"global": global_, "dense": dense, "positions": positions}, cases, queue_negatives())
     losses["loss"].backward()
     return {k: v.item() for k, v in losses.items()}, global_.grad, dense.grad
 
@@ -39,7 +48,9 @@ def worker(rank, port, out_dir):
         global_, dense, positions, cases = make_inputs()
         part = slice(rank * B, (rank + 1) * B)
         losses, g_grad, d_grad = losses_and_grads(global_[:, part], dense[:, part], positions[part], cases[part])
-        torch.save((rank, losses, g_grad, d_grad), os.path.join(out_dir, f"rank{rank}.pt"))
+        queue = KeyQueue(8, D)
+        queue.push(global_[0, part], cases[part])  # every rank pushes its own keys; all ranks get all of them
+        torch.save((rank, losses, g_grad, d_grad, queue.state_dict()), os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
 
@@ -60,3 +71,9 @@ def test_two_ranks_equal_one_process(tmp_path):
     g = torch.cat([r[2] for r in results], dim=1) / WORLD
     d = torch.cat([r[3] for r in results], dim=1) / WORLD
     assert torch.allclose(g, single_g, atol=1e-6) and torch.allclose(d, single_d, atol=1e-6)
+    # the key queue: equal on both ranks, and equal to one process pushing the whole batch
+    single_queue = KeyQueue(8, D)
+    single_queue.push(make_inputs()[0][0], make_inputs()[3])
+    for r in results:
+        for key, value in single_queue.state_dict().items():
+            assert torch.allclose(r[4][key].float(), value.float()), key

@@ -11,7 +11,7 @@ from nnunetv2.run.run_training import get_trainer_from_args, maybe_load_checkpoi
 
 from conftest import plan_and_preprocess, run
 from nnunet_cmcl.data.synthetic import write_phantom_dataset
-from nnunet_cmcl.transfer.finetune import WarmupPolyLRScheduler
+from nnunet_cmcl.transfer.schedule import WarmupPolyLRScheduler, warmup_iterations
 from nnunet_cmcl.transfer.handoff import build_target_network
 
 N_ENCODER = 64  # tensors under encoder. in the 4-stage PlainConvUNet nnU-Net plans for the 40^3 phantoms
@@ -70,17 +70,48 @@ def test_finetune_records_its_source_then_predicts(phantom_env, checkpoint, base
     assert len(glob.glob(join(out, "*.nii.gz"))) == 8
 
 
-def test_warmup_and_frozen_encoder_schedule():
-    params = [torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))]
-    optimizer = torch.optim.SGD([{"params": params[:1]}, {"params": params[1:]}], lr=0.01)
-    scheduler = WarmupPolyLRScheduler(optimizer, 0.01, max_steps=100, warmup_steps=4, frozen_steps=2)
+def test_warmup_is_a_fraction_of_the_schedule_and_stepped_per_iteration():
+    assert warmup_iterations(1000, 250, 0.05, 50) == 50 * 250  # 5 % of nnU-Net's schedule
+    assert warmup_iterations(3000, 250, 0.05, 50) == 50 * 250  # capped
+    assert warmup_iterations(8, 12, 0.05, 50) == 5  # a short run warms up for a fraction of an epoch, then decays
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.01)
+    scheduler = WarmupPolyLRScheduler(optimizer, 0.01, num_epochs=3, iterations_per_epoch=10, warmup=4)
     lrs = []
-    for epoch in range(6):
-        scheduler.step(epoch)
-        lrs.append([g["lr"] for g in optimizer.param_groups])
-    assert lrs[0] == [0.0, pytest.approx(0.002)] and lrs[1] == [0.0, pytest.approx(0.004)]
-    assert lrs[2] == [pytest.approx(0.006)] * 2 and lrs[3] == [pytest.approx(0.008)] * 2
-    assert lrs[4] == [pytest.approx(0.01 * (1 - 4 / 100) ** 0.9)] * 2  # nnU-Net's poly after the warm-up
+    for i in range(30):
+        scheduler.step_iteration(i)
+        lrs.append(optimizer.param_groups[0]["lr"])
+    assert lrs[:4] == pytest.approx([0.0025, 0.005, 0.0075, 0.01])
+    assert lrs[4] == pytest.approx(0.01) and lrs[29] == pytest.approx(0.01 * (1 / 26) ** 0.9)  # poly to ~0
+    assert all(a > b for a, b in zip(lrs[4:], lrs[5:]))
+    scheduler.step(2)  # nnU-Net's call at the start of epoch 2: the lr of its first iteration
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(lrs[20])
+
+
+def test_frozen_encoder_gets_no_gradient_then_trains(phantom_env, checkpoint, monkeypatch):
+    use_env(phantom_env, monkeypatch)
+    monkeypatch.setenv("nnUNet_n_proc_DA", "0")
+    trainer = get_trainer_from_args("501", "3d_fullres", 0, "nnUNetTrainerCMCLFinetune_test", device=torch.device("cpu"))
+    maybe_load_checkpoint(trainer, False, False, checkpoint)
+    trainer.on_train_start()
+    encoder = {k: v.clone() for k, v in trainer.network.encoder.state_dict().items()}
+    decoder = {k: v.clone() for k, v in trainer.network.decoder.stages.state_dict().items()}
+    trainer.on_train_epoch_start()  # epoch 0: frozen (freeze_encoder_epochs = 1)
+    trainer.train_step(next(trainer.dataloader_train))
+    assert all(p.grad is None for p in trainer.network.encoder.parameters())
+    assert all(torch.equal(v, trainer.network.encoder.state_dict()[k]) for k, v in encoder.items())
+    assert any(not torch.equal(v, trainer.network.decoder.stages.state_dict()[k]) for k, v in decoder.items())
+    encoder_params = list(trainer.network.encoder.parameters())
+    assert all("momentum_buffer" not in trainer.optimizer.state[p] for p in encoder_params)
+    trainer.current_epoch = 1
+    trainer.on_train_epoch_start()  # trainable again
+    trainer.train_step(next(trainer.dataloader_train))
+    assert any(not torch.equal(v, trainer.network.encoder.state_dict()[k]) for k, v in encoder.items())
+
+
+def test_scratch_control_refuses_pretrained_weights(phantom_env, checkpoint):
+    proc = run(["nnUNetv2_train", "501", "3d_fullres", "0", "-tr", "nnUNetTrainerCMCLFinetune_scratch",
+                "-pretrained_weights", checkpoint, "-device", "cpu"], phantom_env, expect=1)
+    assert "is a scratch control" in proc.stdout + proc.stderr
 
 
 def test_inspect_reads_without_unpickling_code(checkpoint, phantom_env, tmp_path):

@@ -7,12 +7,14 @@ import torch.nn.functional as F
 from nnunet_cmcl.pretraining.config import CMCLConfig
 from nnunet_cmcl.pretraining.heads import DenseHead, GlobalHead
 from nnunet_cmcl.pretraining.losses import CMCLLoss, multi_positive_info_nce, near_pairs
+from nnunet_cmcl.pretraining.queue import KeyQueue, MomentumEncoder
 from nnunet_cmcl.pretraining.metrics import (alignment, normalised_std, other_samples_of_same_case, retrieval_top1,
                                              uniformity)
 
 
-def reference_info_nce(anchors, candidates, anchor_index, t, near=None, case_ids=None):
-    """Straightforward loop over every anchor and positive, written from the definition."""
+def reference_info_nce(anchors, candidates, anchor_index, t, near=None, case_ids=None, queue=None):
+    """Straightforward loop over every anchor and positive, written from the definition. queue: (keys, their
+    case ids), negatives of every anchor whose case differs."""
     v_, b_, m_, _ = anchors.shape
     n_ = candidates.shape[1]
     case_ids = list(range(n_)) if case_ids is None else case_ids.tolist()
@@ -30,6 +32,8 @@ def reference_info_nce(anchors, candidates, anchor_index, t, near=None, case_ids
                             far_in_own = near is not None and n == own and mm != m and not bool(near[b, m, mm])
                             if other_sample or far_in_own:
                                 negatives.append(torch.dot(a, candidates[w, n, mm].double()) / t)
+                if queue is not None:
+                    negatives += [torch.dot(a, k.double()) / t for k, kc in zip(*queue) if kc != case_ids[own]]
                 for w in range(v_):
                     if w == v:
                         continue
@@ -143,3 +147,47 @@ def test_metrics_on_known_geometry():
     assert normalised_std(collapsed) == pytest.approx(0.0, abs=1e-6)
     assert normalised_std(random_embeddings(2000, 16, seed=7)) == pytest.approx(1.0, abs=0.1)
     assert math.isfinite(uniformity(collapsed)) and uniformity(collapsed) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_exclusion_radius_is_physical_on_anisotropic_data():
+    # bottleneck voxels of 3 x 1 x 1 mm: a neighbour one voxel along z is 3 finest-axis voxels away
+    loss = CMCLLoss(CMCLConfig(dense_exclusion_radius=1.5), bottleneck_spacing=[12.0, 4.0, 4.0])
+    positions = torch.tensor([[[0, 0, 0], [1, 0, 0], [0, 1, 0]]])
+    near = near_pairs(positions * loss.position_scale, loss.exclusion_radius)[0]
+    assert near[0, 2] and not near[0, 1]
+    assert near_pairs(positions, 1.5)[0, 0, 1]  # in voxel units both neighbours would be near
+
+
+def test_queue_negatives_equal_reference_and_same_case_keys_are_masked():
+    candidates = random_embeddings(3, 4, 1, 8, seed=7)
+    index, cases = torch.tensor([0, 1]), torch.tensor([10, 11, 12, 10])  # sample 3 is another patch of case 10
+    keys, key_cases = random_embeddings(6, 8, seed=8), torch.tensor([10, 11, 13, 13, 12, 11])
+    filled = torch.tensor([True, True, True, True, True, False])  # the last slot was never written
+    loss = CMCLLoss(CMCLConfig(temperature=0.2, weight_dense=0.0))
+    ours = loss({"global": candidates[:, index, 0]}, cases[index], (keys, key_cases, filled))["loss_global"]
+    # the loss gathers case ids over ranks; here this "rank" holds samples 0 and 1 of a world of 4 samples
+    reference = reference_info_nce(candidates[:, index], candidates[:, index], torch.arange(2), 0.2,
+                                   case_ids=cases[index], queue=(keys[:5], key_cases[:5].tolist()))
+    assert ours.item() == pytest.approx(reference.item(), rel=1e-5)
+    without = loss({"global": candidates[:, index, 0]}, cases[index])["loss_global"]
+    assert ours > without  # more negatives
+    nothing_usable = (keys, key_cases, torch.zeros(6, dtype=torch.bool))
+    assert loss({"global": candidates[:, index, 0]}, cases[index], nothing_usable)["loss_global"].item() == \
+        pytest.approx(without.item(), rel=1e-6)
+
+
+def test_key_queue_is_a_ring_and_momentum_follows_the_online_encoder():
+    queue = KeyQueue(4, 2)
+    queue.push(torch.ones(3, 2), torch.tensor([1, 2, 3]))
+    queue.push(2 * torch.ones(3, 2), torch.tensor([4, 5, 6]))  # wraps: slot 3, then 0 and 1
+    assert queue.cases.tolist() == [5, 6, 3, 4] and int(queue.pointer) == 2 and bool(queue.filled.all())
+    encoder, head = torch.nn.Conv3d(1, 2, 1), GlobalHead(2, 4, 3)
+    momentum = MomentumEncoder(encoder, head, momentum=0.9)
+    with torch.no_grad():
+        encoder.weight.add_(1.0)
+        head.centre.fill_(0.5)
+    before = momentum.encoder.weight.clone()
+    momentum.update(encoder, head)
+    assert torch.allclose(momentum.encoder.weight, 0.9 * before + 0.1 * encoder.weight)
+    assert torch.equal(momentum.head.centre, head.centre) and not momentum.training
+    assert all(not p.requires_grad for p in momentum.parameters())

@@ -12,7 +12,8 @@ from nnunet_cmcl.checkpoints import channel_names_of, cmcl_record, load_checkpoi
 from nnunet_cmcl.errors import CMCLInputError
 from nnunet_cmcl.host_syncs import count_train_step
 from nnunet_cmcl.pretraining.dae import CMCLReconstructionLoss, nnUNetTrainerCMCL_DAE
-from nnunet_cmcl.pretraining.trainer import nnUNetTrainerCMCL
+from nnunet_cmcl.pretraining.metrics import normalised_std
+from nnunet_cmcl.pretraining.trainer import is_improvement, nnUNetTrainerCMCL
 from nnunet_cmcl.pretraining.variants import nnUNetTrainerCMCL_Aug, nnUNetTrainerCMCL_plusFull
 from nnunet_cmcl.transfer.finetune import nnUNetTrainerCMCLFinetune
 from nnunet_cmcl.transfer.handoff import describe
@@ -88,6 +89,10 @@ def test_step_trains_heads_and_encoder_and_checkpoint_fits_stock_network(env, mo
     assert all(torch.equal(v, resumed.cmcl_model.heads.state_dict()[k])
                for k, v in trainer.cmcl_model.heads.state_dict().items())
     assert resumed.current_epoch == trainer.current_epoch + 1
+    # the key queue and the momentum encoder resume exactly (their keys were pushed after the step)
+    assert int(trainer.key_queue.filled.sum()) == trainer.batch_size * trainer.cmcl_model.sampler.num_views
+    for mine, theirs in ((resumed.key_queue, trainer.key_queue), (resumed.momentum_encoder, trainer.momentum_encoder)):
+        assert all(torch.equal(v, theirs.state_dict()[k]) for k, v in mine.state_dict().items())
 
     with torch.no_grad():
         trainer.on_validation_epoch_start()
@@ -187,7 +192,7 @@ class _TypoTrainer(nnUNetTrainerCMCL):
 
 
 class _TypoFinetune(nnUNetTrainerCMCLFinetune):
-    overrides = {"warmup_epoch": 1}
+    overrides = {"warmup_fractoin": 0.1}
 
 
 class _ShortTrainer(nnUNetTrainerCMCL):
@@ -197,7 +202,7 @@ class _ShortTrainer(nnUNetTrainerCMCL):
 def test_overrides_must_name_existing_attributes(env, monkeypatch):
     with pytest.raises(CMCLInputError, match="'num_epoch'.*did you mean 'num_epochs'"):
         make_trainer(env, monkeypatch, "3d_fullres", cls=_TypoTrainer)
-    with pytest.raises(CMCLInputError, match="'warmup_epoch'.*did you mean 'warmup_epochs'"):
+    with pytest.raises(CMCLInputError, match="'warmup_fractoin'.*did you mean 'warmup_fraction'"):
         make_trainer(env, monkeypatch, "3d_fullres", cls=_TypoFinetune)
     trainer = make_trainer(env, monkeypatch, "3d_fullres", cls=_ShortTrainer)
     assert (trainer.num_epochs, trainer.num_iterations_per_epoch) == (3, 7)
@@ -236,3 +241,37 @@ def test_checkpoint_of_the_first_layout_still_loads(env, monkeypatch, tmp_path):
     assert f"{len(record['heads'])} in the CMCL heads" in "\n".join(describe(loaded))
     with pytest.raises(CMCLInputError, match="record has format 2"):
         cmcl_record({**checkpoint, "cmcl": {**record, "format": 2}})
+
+
+@pytest.mark.parametrize("configuration", ["3d_fullres", "2d"])
+def test_untrained_global_embeddings_are_spread(env, monkeypatch, configuration):
+    # nnU-Net's encoders end in InstanceNorm: pooled features share one dominant component, and an uncentred head
+    # gave every sample and view nearly the same embedding (pairwise cosine 0.998, normalised std 0.04)
+    torch.manual_seed(0)
+    trainer = make_trainer(env, monkeypatch, configuration)
+    trainer.on_train_start()
+    for mode in ("train", "eval"):
+        getattr(trainer.cmcl_model, mode)()
+        with torch.no_grad():
+            z = torch.cat([trainer.cmcl_model(next(trainer.dataloader_train)["data"])["global"].flatten(0, 1)
+                           for _ in range(4)])
+        cosine = (z @ z.T)[~torch.eye(len(z), dtype=torch.bool)]
+        assert normalised_std(z) > 5 * trainer.cmcl_config.collapse_std_threshold, mode
+        assert cosine.mean() < 0.5, mode
+
+
+def test_best_checkpoint_is_not_blocked_by_a_nan_score():
+    assert is_improvement(0.3, None) and is_improvement(0.3, float("nan")) and is_improvement(0.4, 0.3)
+    assert not is_improvement(float("nan"), None) and not is_improvement(float("nan"), 0.3)
+    assert not is_improvement(0.3, 0.3)
+
+
+def test_adamw_decays_weights_but_not_norms_and_biases(env, monkeypatch):
+    trainer = make_trainer(env, monkeypatch, "3d_fullres")
+    trainer.initialize()
+    decay, no_decay = trainer.optimizer.param_groups
+    assert decay["weight_decay"] == trainer.cmcl_config.weight_decay > 0 and no_decay["weight_decay"] == 0.0
+    assert all(p.ndim > 1 for p in decay["params"]) and all(p.ndim <= 1 for p in no_decay["params"])
+    norm = trainer.cmcl_model.encoder.stages[0][0].convs[0].norm.weight
+    assert any(p is norm for p in no_decay["params"])
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(trainer.network.parameters()))

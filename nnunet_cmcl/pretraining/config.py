@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 
 VIEW_STRATEGIES = ("partition", "single", "augment")
+# fields added with a default that switches a feature on: a stored config without them was trained with it off
+LEGACY_DEFAULTS = {"flip_views": False, "dense_inside_image": False, "full_view_disruption": 0.0, "queue_size": 0}
 
 
 @dataclass(frozen=True)
@@ -13,7 +15,9 @@ class CMCLConfig:
     # every view, the views differ by random intensity changes and disruptions (for one-modality data such as CT)
     view_strategy: str = "partition"
     num_views: int = 2  # K modality views per sample (before the optional all-channels view)
-    add_full_view: bool = False  # one more view with every channel
+    # one more view with every channel: fine-tuning feeds every channel, so the encoder should see them together.
+    # Disrupted (full_view_disruption), so it is no copy of a partial view's pixels that channels could match
+    add_full_view: bool = True
     max_shift_steps: int = 1  # each view is a sub-crop shifted by up to this many encoder strides per axis
     # heads
     head_hidden: int = 512
@@ -23,7 +27,9 @@ class CMCLConfig:
     weight_global: float = 1.0
     weight_dense: float = 1.0
     dense_locations: int = 64  # M bottleneck locations sampled per sample (capped by the views' overlap)
-    dense_exclusion_radius: float = 1.5  # same-sample locations closer than this (bottleneck voxels) are no negatives
+    # same-sample locations closer than this are no negatives; in bottleneck voxels of the finest axis (physical
+    # distance, so anisotropic data excludes the same neighbourhood along every axis)
+    dense_exclusion_radius: float = 1.5
     # optimiser: AdamW with nnU-Net's poly schedule (nnU-Net's SGD at lr 1e-2, momentum 0.99 stalls or
     # collapses the contrastive objective)
     learning_rate: float = 3e-4
@@ -44,6 +50,19 @@ class CMCLConfig:
     mask_block: int = 8  # cube edge in voxels
     # reconstruction of every channel of the undisrupted crop by nnU-Net's decoder (nnUNetTrainerCMCL_DAE)
     weight_reconstruction: float = 0.0
+    # Shortcuts closed (on by default; configs stored before these fields existed read back with them off, see
+    # LEGACY_DEFAULTS): views mirrored along random axes, the correspondence mapped, so a location's partner is not
+    # at the same place in its view; dense locations drawn inside the image, not in the padding whose silhouette
+    # is the same in every modality
+    flip_views: bool = True
+    dense_inside_image: bool = True
+    # strength s of the full view's own disruptions: gamma, contrast and brightness changes of strength s per
+    # channel, Gaussian noise of std up to s, a fraction s of its mask_block cubes zeroed
+    full_view_disruption: float = 0.3
+    # negatives for the global term from earlier steps: a queue of this many keys from a momentum copy of encoder
+    # and global head (MoCo); 0 = off. At nnU-Net's batch of 2 the batch alone gives an anchor 2 negatives
+    queue_size: int = 1024
+    key_momentum: float = 0.99
 
     def __post_init__(self) -> None:
         if self.view_strategy not in VIEW_STRATEGIES:
@@ -67,6 +86,10 @@ class CMCLConfig:
                              "and augment_contrast in [0, 1)")
         if not 0 <= self.low_resolution_probability <= 1 or self.low_resolution_factor < 2:
             raise ValueError("low_resolution_probability must be in [0, 1] and low_resolution_factor >= 2")
+        if not 0 <= self.full_view_disruption < 1:
+            raise ValueError("full_view_disruption must be in [0, 1)")
+        if self.queue_size < 0 or not 0 <= self.key_momentum < 1:
+            raise ValueError("queue_size must be >= 0 and key_momentum in [0, 1)")
         if not 0 <= self.mask_ratio < 1 or self.mask_block < 1:
             raise ValueError("mask_ratio must be in [0, 1) and mask_block >= 1")
         if self.view_strategy == "augment":
@@ -88,10 +111,11 @@ class CMCLConfig:
     def from_dict(cls, d: dict) -> "CMCLConfig":
         """Builds a config from a stored dict; keys unknown to this version are rejected, not ignored.
 
-        Missing keys take their defaults: fields added later default to off, as older versions behaved.
+        Missing keys take the value that the version which stored the config used: LEGACY_DEFAULTS for features
+        that are on by default now, else the default (fields added later with an off default).
         """
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"unknown CMCL config keys {sorted(unknown)}: the checkpoint comes from another version")
-        return cls(**d)
+        return cls(**{**{k: v for k, v in LEGACY_DEFAULTS.items() if k not in d}, **d})

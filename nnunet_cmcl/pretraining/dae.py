@@ -11,7 +11,7 @@ decoder.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import List
+from typing import List, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -34,12 +34,13 @@ class CMCLReconstructionLoss(CMCLLoss):
     """CMCLLoss + weight_reconstruction * MSE between out['reconstruction'] and the undisrupted out['crops'],
     both (V*B, C, *crop); the term is returned as 'loss_reconstruction' too."""
 
-    def __init__(self, config: CMCLConfig):
-        super().__init__(config)
+    def __init__(self, config: CMCLConfig, bottleneck_spacing: Sequence[float] | None = None):
+        super().__init__(config, bottleneck_spacing)
         self.weight_reconstruction = config.weight_reconstruction
 
-    def forward(self, out: dict[str, torch.Tensor], case_ids: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        terms = super().forward(out, case_ids)
+    def forward(self, out: dict[str, torch.Tensor], case_ids: torch.Tensor | None = None,
+                queue: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        terms = super().forward(out, case_ids, queue)
         terms["loss_reconstruction"] = reconstruction_loss(out["reconstruction"], out["crops"])
         terms["loss"] = terms["loss"] + self.weight_reconstruction * terms["loss_reconstruction"]
         return terms
@@ -75,7 +76,7 @@ class nnUNetTrainerCMCL_DAE(nnUNetTrainerCMCL):
         return model
 
     def _build_loss(self) -> CMCLReconstructionLoss:
-        return CMCLReconstructionLoss(self.cmcl_config)
+        return CMCLReconstructionLoss(self.cmcl_config, self._bottleneck_spacing()).to(self.device)
 
     def on_train_epoch_end(self, train_outputs: List[dict]):
         super().on_train_epoch_end(train_outputs)

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nnunet_cmcl.dist import mean_over_ranks
+
 
 def _mlp(in_features: int, hidden: int, out: int) -> nn.Sequential:
     # LayerNorm, not BatchNorm: nnU-Net's 3D batches are often 2 samples
@@ -14,21 +16,41 @@ def _mlp(in_features: int, hidden: int, out: int) -> nn.Sequential:
 
 
 class GlobalHead(nn.Module):
-    """features (N, F, *S) -> per-voxel MLP layer -> average over voxels -> linear -> L2-normalised (N, D), float32.
+    """features (N, F, *S) -> per-voxel MLP layer -> average over voxels -> centre -> linear -> L2-normalised
+    (N, D), float32.
 
-    The first layer runs per voxel, before pooling: nnU-Net's encoders end in InstanceNorm, which fixes
-    every channel's mean per sample, so a plain average of the bottleneck is almost the same for every
-    sample and carries little to contrast.
+    The first layer runs per voxel, before pooling: nnU-Net's encoders end in InstanceNorm, which fixes every
+    channel's mean per sample, so a plain average of the bottleneck is almost the same for every sample. Even
+    after the per-voxel layer the pooled vectors share one dominant component (the mean of a ReLU is about the
+    same everywhere): uncentred, an untrained head gives embeddings with pairwise cosine ~0.998 and the InfoNCE
+    logits differ by less than 0.01 / temperature. So the pooled vector is centred, as DINO centres its teacher
+    outputs: by a running mean of the pooled vectors (momentum ``centre_momentum``, batch means taken over all
+    ranks, the first batch sets it). Not by the batch's own mean: at nnU-Net's batch of 2 that would make the two
+    samples' embeddings mirror images of each other. The last layer has no bias: on centred input a bias would be
+    the shared component again (centring alone still gave pairwise cosine 0.85).
     """
 
-    def __init__(self, in_features: int, hidden: int, out: int):
+    def __init__(self, in_features: int, hidden: int, out: int, centre_momentum: float = 0.9):
         super().__init__()
         self.voxel = nn.Sequential(nn.Linear(in_features, hidden), nn.LayerNorm(hidden), nn.ReLU(inplace=True))
-        self.out = nn.Linear(hidden, out)
+        self.out = nn.Linear(hidden, out, bias=False)
+        self.centre_momentum = centre_momentum
+        self.register_buffer("centre", torch.zeros(hidden))
+        self.register_buffer("centre_initialised", torch.zeros((), dtype=torch.bool))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         pooled = self.voxel(features.flatten(2).transpose(1, 2)).mean(dim=1)  # (N, hidden)
-        return F.normalize(self.out(pooled).float(), dim=-1)
+        if self.training:
+            self._update_centre(mean_over_ranks(pooled.detach().float().mean(dim=0)))
+        return F.normalize(self.out(pooled - self.centre.to(pooled.dtype)).float(), dim=-1)
+
+    @torch.no_grad()
+    def _update_centre(self, batch_centre: torch.Tensor) -> None:
+        # the first batch sets the centre (a zero start would leave evaluation uncentred for the first epochs);
+        # torch.where, not an if on the flag: no host sync
+        m = torch.where(self.centre_initialised, self.centre_momentum, 0.0)
+        self.centre.mul_(m).add_((1 - m) * batch_centre)
+        self.centre_initialised.fill_(True)
 
 
 class DenseHead(nn.Module):

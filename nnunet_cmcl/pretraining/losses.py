@@ -6,6 +6,8 @@ References: Oord et al. 2018 (InfoNCE), Chen et al. 2020 (SimCLR NT-Xent).
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 from torch import nn
 
@@ -24,7 +26,8 @@ def near_pairs(positions: torch.Tensor, radius: float) -> torch.Tensor:
 
 def multi_positive_info_nce(anchors: torch.Tensor, candidates: torch.Tensor, anchor_index: torch.Tensor,
                             temperature: float, near: torch.Tensor | None = None,
-                            case_ids: torch.Tensor | None = None) -> torch.Tensor:
+                            case_ids: torch.Tensor | None = None,
+                            extra_negatives: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """Symmetric multi-positive InfoNCE over views.
 
     anchors (V, B, M, D): V views of B samples at M locations (M = 1 for global embeddings).
@@ -33,6 +36,8 @@ def multi_positive_info_nce(anchors: torch.Tensor, candidates: torch.Tensor, anc
     None means no location of the anchor's own sample is a negative.
     case_ids (N,) or None: samples cut from the same case as the anchor's (other patches, same anatomy)
     are no negatives either; None treats every sample as its own case.
+    extra_negatives (keys (Q, D), usable (B, Q) bool) or None: more negatives for every anchor of sample b, the
+    usable keys (a queue of earlier steps' keys, masked where they come from the anchor's case).
 
     For anchor (v, b, m) and each positive (w, b, m), w != v:
         l = -s_p / t + log(exp(s_p / t) + sum_{n in negatives} exp(s_n / t))
@@ -41,11 +46,13 @@ def multi_positive_info_nce(anchors: torch.Tensor, candidates: torch.Tensor, anc
     over all anchors and positives (for V = 2 and M = 1: SimCLR's NT-Xent).
     """
     with torch.autocast(anchors.device.type, enabled=False):  # float32 also inside an autocast region
-        return _info_nce(anchors.float(), candidates.float(), anchor_index, temperature, near, case_ids)
+        return _info_nce(anchors.float(), candidates.float(), anchor_index, temperature, near, case_ids,
+                         extra_negatives)
 
 
 def _info_nce(a: torch.Tensor, c: torch.Tensor, anchor_index: torch.Tensor, temperature: float,
-              near: torch.Tensor | None, case_ids: torch.Tensor | None) -> torch.Tensor:
+              near: torch.Tensor | None, case_ids: torch.Tensor | None,
+              extra_negatives: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
     v, b, m, d = a.shape
     n = c.shape[1]
     if case_ids is None:
@@ -58,6 +65,10 @@ def _info_nce(a: torch.Tensor, c: torch.Tensor, anchor_index: torch.Tensor, temp
         eye = torch.eye(m, dtype=torch.bool, device=a.device)
         negative = negative | (same & ~(near | eye)[None, :, :, None, None, :])
     lse_negative = logits.masked_fill(~negative, MASKED).flatten(3).logsumexp(dim=3)  # (V, B, M)
+    if extra_negatives is not None:
+        keys, usable = extra_negatives
+        extra = (a @ keys.float().T / temperature).masked_fill(~usable[None, :, None, :], MASKED)  # (V, B, M, Q)
+        lse_negative = torch.logaddexp(lse_negative, extra.logsumexp(dim=3))
     positives = c[:, anchor_index]  # (V, B, M, D)
     pos_logits = torch.einsum("vbmd,wbmd->vwbm", a, positives) / temperature  # (V, V, B, M)
     terms = torch.logaddexp(pos_logits, lse_negative[:, None]) - pos_logits
@@ -69,29 +80,45 @@ def _info_nce(a: torch.Tensor, c: torch.Tensor, anchor_index: torch.Tensor, temp
 class CMCLLoss(nn.Module):
     """weight_global * global InfoNCE + weight_dense * dense InfoNCE of one CMCLModel output.
 
-    forward(out, case_ids): ``out`` holds 'global' (V, B, D) and/or 'dense' (V, B, M, D) with 'positions'
+    bottleneck_spacing (d,): physical size of a bottleneck voxel per axis; the dense exclusion radius is measured
+    in the finest of them (None: isotropic).
+
+    forward(out, case_ids, queue): ``out`` holds 'global' (V, B, D) and/or 'dense' (V, B, M, D) with 'positions'
     (B, M, d); case_ids (B,) is an integer per sample naming its case, equal on every rank for the same case
-    (other patches of one case are no negatives). Returns 'loss' and its terms 'loss_global' / 'loss_dense'
+    (other patches of one case are no negatives); queue (keys (Q, D), case ids (Q,), filled (Q,)) or None: more
+    negatives for the global term (``KeyQueue.negatives()``), those of the anchor's case masked. Returns 'loss' and its terms 'loss_global' / 'loss_dense'
     (terms of weight 0 are absent), all float32 scalars.
     """
 
-    def __init__(self, config: CMCLConfig):
+    def __init__(self, config: CMCLConfig, bottleneck_spacing: Sequence[float] | None = None):
         super().__init__()
         self.temperature = config.temperature
         self.weights = {"loss_global": config.weight_global, "loss_dense": config.weight_dense}
         self.exclusion_radius = config.dense_exclusion_radius
+        # distances in units of the finest axis' bottleneck voxel, so the radius means the same physical distance
+        # along every axis of anisotropic data (a 3 x 1 x 1 mm scan's bottleneck voxels are 3x longer along z)
+        spacing = torch.tensor(bottleneck_spacing if bottleneck_spacing is not None else [1.0], dtype=torch.float)
+        self.register_buffer("position_scale", spacing / spacing.min(), persistent=False)
 
-    def forward(self, out: dict[str, torch.Tensor], case_ids: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def forward(self, out: dict[str, torch.Tensor], case_ids: torch.Tensor | None = None,
+                queue: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
         terms = {}
+        own_cases = case_ids
         if case_ids is not None:
             case_ids, _ = gather_samples(case_ids, dim=0)
         if "global" in out:
             g = out["global"][:, :, None]  # (V, B, 1, D)
             candidates, index = gather_samples(g)
-            terms["loss_global"] = multi_positive_info_nce(g, candidates, index, self.temperature, case_ids=case_ids)
+            extra = None
+            if queue is not None:
+                keys, key_cases, filled = queue
+                usable = filled[None] if own_cases is None else filled[None] & (key_cases[None] != own_cases[:, None])
+                extra = (keys, usable.expand(g.shape[1], -1))
+            terms["loss_global"] = multi_positive_info_nce(g, candidates, index, self.temperature, case_ids=case_ids,
+                                                           extra_negatives=extra)
         if "dense" in out:
             candidates, index = gather_samples(out["dense"])
-            near = near_pairs(out["positions"], self.exclusion_radius)
+            near = near_pairs(out["positions"] * self.position_scale, self.exclusion_radius)
             terms["loss_dense"] = multi_positive_info_nce(out["dense"], candidates, index, self.temperature, near,
                                                           case_ids)
         terms["loss"] = sum(self.weights[k] * v for k, v in terms.items())

@@ -11,17 +11,22 @@ import torch.nn.functional as F
 
 from nnunet_cmcl.pretraining.losses import MASKED
 
-def retrieval_top1(queries: torch.Tensor, keys: torch.Tensor, ignored: torch.Tensor | None = None) -> float:
+def retrieval_top1(queries: torch.Tensor, keys: torch.Tensor, ignored: torch.Tensor | None = None,
+                   counted: torch.Tensor | None = None) -> float:
     """queries, keys (N, D), row i of both from the same sample: fraction whose nearest key is its own.
 
     ignored (N, N) bool: keys that are neither right nor wrong for a query (for example other patches
-    of the query's case); the diagonal is never ignored.
+    of the query's case); the diagonal is never ignored. counted (N,) bool: the queries the fraction is over
+    (for example the locations inside the image); None counts all, and a query is a key either way.
     """
     similarity = queries.float() @ keys.float().T
     own = torch.arange(len(queries), device=queries.device)
     if ignored is not None:
         similarity = similarity.masked_fill(ignored & (own[:, None] != own[None, :]), MASKED)
-    return (similarity.argmax(dim=1) == own).float().mean().item()
+    hits = (similarity.argmax(dim=1) == own).float()
+    if counted is None:
+        return hits.mean().item()
+    return ((hits * counted).sum() / counted.sum().clamp(min=1)).item()
 
 
 def other_samples_of_same_case(case_ids: torch.Tensor, sample_ids: torch.Tensor) -> torch.Tensor:

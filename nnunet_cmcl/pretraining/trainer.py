@@ -8,6 +8,7 @@ the plain nnU-Net network under ``network_weights`` so stock ``-pretrained_weigh
 from __future__ import annotations
 
 import json
+import math
 import os
 import zlib
 from time import time
@@ -32,6 +33,7 @@ from nnunet_cmcl.pretraining.metrics import (alignment, normalised_std, other_sa
                                              uniformity)
 from nnunet_cmcl.pretraining.model import CMCLModel
 from nnunet_cmcl.pretraining.progress import plot_progress
+from nnunet_cmcl.pretraining.queue import KeyQueue, MomentumEncoder
 from nnunet_cmcl.pretraining.views import ViewSampler, check_modalities, modality_groups, total_strides
 
 LOG_KEYS = ("train_loss_global", "train_loss_dense", "val_retrieval_top1", "val_dense_retrieval_top1",
@@ -47,6 +49,11 @@ def case_ids(keys, device: torch.device) -> torch.Tensor:
     """(B,) int64 id per case identifier, the same on every rank (a CRC, not Python's salted hash)."""
     ids = torch.tensor([zlib.crc32(str(k).encode()) for k in keys], dtype=torch.long)
     return ids.to(device, non_blocking=True)
+
+
+def is_improvement(score: float, best: float | None) -> bool:
+    """A finite score above the best so far; a NaN best (an epoch without a score) never blocks a later one."""
+    return math.isfinite(score) and (best is None or not math.isfinite(best) or score > best)
 
 
 class nnUNetTrainerCMCL(nnUNetTrainer):
@@ -72,6 +79,7 @@ class nnUNetTrainerCMCL(nnUNetTrainer):
         self.enable_deep_supervision = False  # no segmentation output is trained
         self.oversample_foreground_percent = 0.0  # patch sampling must not look at labels either
         self.plain_network = self.cmcl_model = None  # -> build_network_architecture
+        self.momentum_encoder = self.key_queue = None  # -> initialize, when the config has a queue
         self.best_retrieval = None
         self.consecutive_nonfinite_steps = self.skipped_steps_epoch = self.skipped_steps_total = 0
         for key in LOG_KEYS:  # nnU-Net's local logger only accepts keys it already knows
@@ -100,6 +108,11 @@ class nnUNetTrainerCMCL(nnUNetTrainer):
 
     def initialize(self):
         super().initialize()
+        c = self.cmcl_config
+        if c.queue_size and "global" in self.cmcl_model.heads:
+            self.momentum_encoder = MomentumEncoder(self.cmcl_model.encoder, self.cmcl_model.heads["global"],
+                                                    c.key_momentum).to(self.device)
+            self.key_queue = KeyQueue(c.queue_size, c.head_out).to(self.device)
         s = self.cmcl_model.sampler
         self.print_to_log_file(
             f"CMCL config: {json.dumps(self.cmcl_config.to_dict())}\n"
@@ -110,12 +123,22 @@ class nnUNetTrainerCMCL(nnUNetTrainer):
         self.logger.update_config({"cmcl": self.cmcl_config.to_dict()})
 
     def configure_optimizers(self):
-        optimizer = torch.optim.AdamW(self.network.parameters(), self.initial_lr, weight_decay=self.weight_decay)
+        # weight decay on conv and linear weights only: decaying norm scales and biases pulls them towards 0 and
+        # regularises nothing (the usual exclusion, as in MAE and DINO)
+        trained = [p for p in self.network.parameters() if p.requires_grad]
+        groups = [{"params": [p for p in trained if p.ndim > 1]},
+                  {"params": [p for p in trained if p.ndim <= 1], "weight_decay": 0.0}]
+        optimizer = torch.optim.AdamW(groups, self.initial_lr, weight_decay=self.weight_decay)
         return optimizer, PolyLRScheduler(optimizer, self.initial_lr, self.num_epochs)
 
     def _build_loss(self) -> CMCLLoss:
         # replaces nnU-Net's Dice+CE (not built: pretraining has no segmentation output), as its loss variants do
-        return CMCLLoss(self.cmcl_config)
+        return CMCLLoss(self.cmcl_config, self._bottleneck_spacing()).to(self.device)
+
+    def _bottleneck_spacing(self) -> list[float]:
+        """The physical size of a bottleneck voxel per axis (mm): the dense exclusion radius is measured in it."""
+        strides = self.cmcl_model.sampler.strides
+        return [float(s) * t for s, t in zip(self.configuration_manager.spacing[-len(strides):], strides)]
 
     def set_deep_supervision_enabled(self, enabled: bool):
         self.plain_network.decoder.deep_supervision = enabled
@@ -128,11 +151,11 @@ class nnUNetTrainerCMCL(nnUNetTrainer):
         with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
             out = self.network(data)
         out["cases"] = cases
-        return out, self.loss(out, cases)
+        return out, self.loss(out, cases, self.key_queue.negatives() if self.key_queue is not None else None)
 
     def train_step(self, batch: dict) -> dict:
         self.optimizer.zero_grad(set_to_none=True)
-        _, losses = self._forward_loss(batch)
+        out, losses = self._forward_loss(batch)
         loss = losses["loss"]
         if self.grad_scaler is not None:
             self.grad_scaler.scale(loss).backward()
@@ -157,8 +180,18 @@ class nnUNetTrainerCMCL(nnUNetTrainer):
             self.optimizer.step()
         if self.consecutive_nonfinite_steps:
             return {}  # a skipped step takes no part in the epoch's means
+        if self.key_queue is not None:
+            self._push_keys(out)
         # detached device tensors, averaged once per epoch
         return {k: v.detach() for k, v in losses.items()}
+
+    def _push_keys(self, out: dict) -> None:
+        """After an update: the momentum encoder follows the online one, and its keys of this step's views join
+        the queue, for the next steps' global negatives (MoCo's order)."""
+        self.momentum_encoder.update(self.cmcl_model.encoder, self.cmcl_model.heads["global"])
+        with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
+            keys = self.momentum_encoder(out["views"])  # (V*B, D), view-major
+        self.key_queue.push(keys, out["cases"].repeat(self.cmcl_model.sampler.num_views))
 
     def _count_nonfinite_step(self, keys) -> None:
         self.consecutive_nonfinite_steps += 1
@@ -204,7 +237,9 @@ class nnUNetTrainerCMCL(nnUNetTrainer):
             # keys: every location of the own patch (wrong but for the exact one) and of other-case patches
             ignored = other_samples_of_same_case(out["cases"].repeat_interleave(m),
                                                  torch.arange(b, device=dense.device).repeat_interleave(m))
-            result["dense_top1"] = torch.tensor(retrieval_top1(queries, keys, ignored), device=dense.device)
+            # counted on locations inside the image: padding looks alike in every modality
+            result["dense_top1"] = torch.tensor(retrieval_top1(queries, keys, ignored, out["inside"].flatten()),
+                                                device=dense.device)
         return result
 
     def on_validation_epoch_end(self, val_outputs: List[dict]):
@@ -254,7 +289,7 @@ class nnUNetTrainerCMCL(nnUNetTrainer):
         score = self._get("val_retrieval_top1")
         if np.isnan(score):  # no global head: rank checkpoints by dense retrieval
             score = self._get("val_dense_retrieval_top1")
-        if self.best_retrieval is None or score > self.best_retrieval:
+        if is_improvement(score, self.best_retrieval):
             self.best_retrieval = score
             self.print_to_log_file(f"New best validation retrieval top-1: {score:.4f}")
             self.save_checkpoint(os.path.join(self.output_folder, "checkpoint_best.pth"))
@@ -274,7 +309,8 @@ class nnUNetTrainerCMCL(nnUNetTrainer):
             "cmcl": make_record(config=self.cmcl_config.to_dict(), heads=state_dict_on_cpu(self.cmcl_model.heads),
                                 modalities={"channel_names": self.dataset_json["channel_names"],
                                             "groups": self.modality_groups},
-                                best_retrieval=self.best_retrieval, skipped_steps=self.skipped_steps_total),
+                                best_retrieval=self.best_retrieval, skipped_steps=self.skipped_steps_total,
+                                **self._queue_state()),
             "optimizer_state": self.optimizer.state_dict(),
             "grad_scaler_state": self.grad_scaler.state_dict() if self.grad_scaler is not None else None,
             "logging": self.logger.get_checkpoint(),
@@ -285,6 +321,11 @@ class nnUNetTrainerCMCL(nnUNetTrainer):
             "inference_allowed_mirroring_axes": self.inference_allowed_mirroring_axes,
         }
         save_atomically(checkpoint, filename)
+
+    def _queue_state(self) -> dict:
+        if self.key_queue is None:
+            return {}
+        return {"momentum_encoder": state_dict_on_cpu(self.momentum_encoder), "queue": state_dict_on_cpu(self.key_queue)}
 
     def load_checkpoint(self, filename_or_checkpoint) -> None:
         if not self.was_initialized:
@@ -301,7 +342,13 @@ class nnUNetTrainerCMCL(nnUNetTrainer):
             raise CMCLInputError(f"the checkpoint was trained with CMCL config {stored}, this trainer uses "
                                  f"{self.cmcl_config}; continue with the trainer that wrote it")
         self.plain_network.load_state_dict(checkpoint["network_weights"])  # the encoder is shared with cmcl_model
+        if set(record["heads"]) != set(self.cmcl_model.heads.state_dict()):
+            raise CMCLInputError("the checkpoint's projection heads come from an earlier nnunet-cmcl (other tensors); "
+                                 "continue it with that version, or start a new pretraining run")
         self.cmcl_model.heads.load_state_dict(record["heads"])
+        if self.key_queue is not None:  # the config check above guarantees the record has them
+            self.momentum_encoder.load_state_dict(record["momentum_encoder"])
+            self.key_queue.load_state_dict(record["queue"])
         self.my_init_kwargs = checkpoint["init_args"]
         self.current_epoch = checkpoint["current_epoch"]
         self.logger.load_checkpoint(checkpoint["logging"])

@@ -30,13 +30,19 @@ class nnUNetTrainerCMCL_single(nnUNetTrainerCMCL):
 
 
 class nnUNetTrainerCMCL_plusFull(nnUNetTrainerCMCL):
-    """Adds a view with every channel to the modality views."""
+    """A view with every channel beside the modality views: the default now; kept so that existing commands
+    still run."""
     cmcl_config = replace(nnUNetTrainerCMCL.cmcl_config, add_full_view=True)
+
+
+class nnUNetTrainerCMCL_noFull(nnUNetTrainerCMCL):
+    """Modality views only: the encoder never sees every channel at once (the default before the full view)."""
+    cmcl_config = replace(nnUNetTrainerCMCL.cmcl_config, add_full_view=False)
 
 
 class nnUNetTrainerCMCL_Aug(nnUNetTrainerCMCL):
     """For one-modality data (e.g. CT), any channel count: each view has every channel, the views are the same
     patch with different random gamma, contrast, brightness, low resolution and noise."""
-    cmcl_config = replace(nnUNetTrainerCMCL.cmcl_config, view_strategy="augment", augment_gamma=0.3,
-                          augment_contrast=0.25, augment_brightness=0.25, low_resolution_probability=0.3,
-                          noise_std=0.2)
+    cmcl_config = replace(nnUNetTrainerCMCL.cmcl_config, view_strategy="augment", add_full_view=False,
+                          augment_gamma=0.3, augment_contrast=0.25, augment_brightness=0.25,
+                          low_resolution_probability=0.3, noise_std=0.2)

@@ -3,8 +3,12 @@
 A view is a sub-crop of the loaded patch in which the channels outside the view's modality subset
 are set to 0 (the mean after nnU-Net's z-score). The channel count never changes, so the pretrained
 network has the fine-tuning network's shapes. Each view is shifted by a random multiple of the
-encoder's total stride, so bottleneck voxels of different views still line up, but a voxel's
-position in the patch no longer identifies its partner (zero padding would give that away).
+encoder's total stride, so bottleneck voxels of different views still line up, and (``flip_views``) mirrored
+along random axes, with the correspondence of bottleneck voxels mapped. A CNN with zero padding knows where in
+its input a voxel lies; with shifts alone the partner of a location sits at (nearly) the same place in every
+view, so positives could be matched by position. Dense locations are drawn inside the image where the patch
+allows (``dense_inside_image``): nnU-Net pads with 0 in every channel, so the padded region has the same
+silhouette in every modality and would identify a location too.
 
 With ``view_strategy='augment'`` (one-modality data) no channel is removed: the views differ by random
 intensity changes instead. Any strategy can add disruptions (low resolution, noise, masked cubes).
@@ -12,14 +16,22 @@ intensity changes instead. Any strategy can add disruptions (low resolution, noi
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from nnunet_cmcl.errors import CMCLInputError
 from nnunet_cmcl.pretraining.config import CMCLConfig
 from nnunet_cmcl.pretraining.disruptions import gaussian_noise, low_resolution, mask_cubes, random_intensity
+
+
+class ViewGeometry(NamedTuple):
+    """Where each view lies in the patch: what maps a bottleneck location of the patch to each view's."""
+    offsets: torch.Tensor  # (V, B, d) long: the view's corner in bottleneck voxels of the patch
+    flips: torch.Tensor  # (V, B, d) bool: the view is mirrored along the axis
+    inside: torch.Tensor  # (B, N) bool: the patch's bottleneck voxels that lie mostly inside the image
 
 
 def modality_groups(channel_names: dict) -> list[list[int]]:
@@ -113,26 +125,43 @@ class ViewSampler(nn.Module):
             masks = torch.cat([masks, torch.ones_like(masks[:1])], dim=0)
         return masks
 
-    def forward(self, data: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """data (B, C, *P) -> views (V*B, C, *Q) (view-major), offsets (V, B, d) in bottleneck voxels."""
-        crops, offsets = self.crop(data)
-        return self.make_views(crops), offsets
+    def forward(self, data: torch.Tensor) -> tuple[torch.Tensor, ViewGeometry]:
+        """data (B, C, *P) -> views (V*B, C, *Q) (view-major), their geometry."""
+        crops, geometry = self.crop(data)
+        return self.make_views(crops), geometry
 
-    def crop(self, data: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """data (B, C, *P) -> the views' undisrupted crops with every channel (V*B, C, *Q), offsets (V, B, d)."""
+    def crop(self, data: torch.Tensor) -> tuple[torch.Tensor, ViewGeometry]:
+        """data (B, C, *P) -> the views' undisrupted crops with every channel (V*B, C, *Q), mirrored where
+        ``flips`` says, and their geometry."""
         b, c = data.shape[:2]
         v, dev = self.num_views, data.device
         d = len(self.crop_size)
         offsets = (torch.rand(v, b, d, device=dev) * (self.shift_steps_t + 1)).long()  # uniform in 0..steps
-        # one gather with broadcast index tensors copies every view at once (no per-view Python loop)
+        flips = torch.rand(v, b, d, device=dev) < (0.5 if self.config.flip_views else 0.0)
+        # one gather with broadcast index tensors copies every view at once (no per-view Python loop); a flipped
+        # axis reads its crop backwards
         voxel_offsets = (offsets * self.strides_t).reshape(v * b, d)
+        flat_flips = flips.reshape(v * b, d)
         index = [torch.arange(b, device=dev).repeat(v).view(-1, *[1] * (d + 1)),
                  torch.arange(c, device=dev).view(1, c, *[1] * d)]
         for axis, q in enumerate(self.crop_size):
             shape = [v * b, 1] + [1] * d
             shape[2 + axis] = q
-            index.append((voxel_offsets[:, axis].view(-1, 1) + torch.arange(q, device=dev)).view(shape))
-        return data[tuple(index)], offsets
+            steps = torch.arange(q, device=dev)
+            steps = torch.where(flat_flips[:, axis, None], q - 1 - steps, steps)  # (V*B, q)
+            index.append((voxel_offsets[:, axis].view(-1, 1) + steps).view(shape))
+        return data[tuple(index)], ViewGeometry(offsets, flips, self.inside_image(data))
+
+    def inside_image(self, data: torch.Tensor) -> torch.Tensor:
+        """(B, N) bool: patch bottleneck voxels of which at least half the input voxels are image, not padding.
+
+        nnU-Net pads (and its rotation fills) with 0 in every channel; an image voxel is 0 in every channel
+        almost never, except where nnU-Net's mask-for-normalisation set the background to 0, which is no
+        image content either.
+        """
+        image = (data != 0).any(dim=1, keepdim=True).to(data.dtype)  # (B, 1, *P)
+        pool = F.avg_pool3d if data.dim() == 5 else F.avg_pool2d
+        return (pool(image, self.strides, self.strides) >= 0.5).flatten(1)  # (B, N)
 
     def make_views(self, crops: torch.Tensor) -> torch.Tensor:
         """crops (V*B, C, *Q) -> views: intensity changes ('augment'), disruptions, then the channel masks.
@@ -147,22 +176,38 @@ class ViewSampler(nn.Module):
         views = low_resolution(views, c.low_resolution_probability, c.low_resolution_factor)
         views = gaussian_noise(views, c.noise_std)
         views = mask_cubes(views, c.mask_ratio, c.mask_block)
+        if c.add_full_view and c.full_view_disruption > 0:
+            views = self._disrupt_full_view(views)
         if c.view_strategy == "augment":
             return views  # every view keeps every channel: no mask to multiply by on every step
         masks = self.channel_masks(n // self.num_views, crops.device).reshape(n, channels)
         return views * masks.view(n, channels, *[1] * (crops.dim() - 2)).to(views.dtype)
 
-    def sample_locations(self, offsets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """offsets (V, B, d) -> positions (B, M, d) in the patch's bottleneck grid, flat indices (V, B, M)
-        into each view's bottleneck grid. The M locations of a sample are distinct and seen by every view."""
+    def _disrupt_full_view(self, views: torch.Tensor) -> torch.Tensor:
+        """The full view (the last B of the view-major V*B) changed on its own: independent intensity changes,
+        noise and masked cubes, so that it is not the partial views' exact pixels side by side."""
+        s, b = self.config.full_view_disruption, views.shape[0] // self.num_views
+        full = random_intensity(views[-b:], s, s, s)
+        full = mask_cubes(gaussian_noise(full, s), s, self.config.mask_block)
+        return torch.cat([views[:-b], full])
+
+    def sample_locations(self, geometry: ViewGeometry) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """-> positions (B, M, d) in the patch's bottleneck grid, flat indices (V, B, M) into each view's
+        bottleneck grid, inside (B, M) bool: the location lies inside the image. The M locations of a sample are distinct and seen by every view; with
+        ``dense_inside_image`` they lie inside the image where the views' overlap has M such locations."""
+        offsets, flips, inside = geometry
         v, b, d = offsets.shape
         dev = offsets.device
         grid = self.bottleneck_grid  # (N, d)
         lo = offsets.amax(dim=0)  # (B, d): overlap of all views
         hi = offsets.amin(dim=0) + self.view_size_t
-        inside = ((grid[None] >= lo[:, None]) & (grid[None] < hi[:, None])).all(dim=-1)  # (B, N)
-        scores = torch.rand(b, grid.shape[0], device=dev).masked_fill(~inside, -1.0)
-        chosen = scores.topk(self.num_locations, dim=1).indices  # (B, M), inside by construction of M
+        shared = ((grid[None] >= lo[:, None]) & (grid[None] < hi[:, None])).all(dim=-1)  # (B, N)
+        scores = torch.rand(b, grid.shape[0], device=dev)
+        if self.config.dense_inside_image:  # inside locations first, then the rest of the overlap
+            scores = scores + inside.to(scores.dtype)
+        scores = scores.masked_fill(~shared, -1.0)
+        chosen = scores.topk(self.num_locations, dim=1).indices  # (B, M), shared by construction of M
         positions = grid[chosen]  # (B, M, d)
         local = positions[None] - offsets[:, :, None]  # (V, B, M, d)
-        return positions, (local * self.flat_stride_t).sum(dim=-1)
+        local = torch.where(flips[:, :, None], self.view_size_t - 1 - local, local)
+        return positions, (local * self.flat_stride_t).sum(dim=-1), inside.gather(1, chosen)

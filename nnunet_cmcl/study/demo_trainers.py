@@ -37,7 +37,7 @@ class nnUNetTrainerCMCL_demo(_PretrainingBudget, nnUNetTrainerCMCL):
 
 
 class nnUNetTrainerCMCLFinetune_demo(nnUNetTrainerCMCLFinetune):
-    warmup_epochs = 2
+    """The default fine-tuning schedule with the demo's budget."""
 
     @property
     def overrides(self) -> dict:

@@ -11,13 +11,14 @@ import sys
 
 import torch
 
-from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunet_cmcl.atomic import write_atomically
 from nnunet_cmcl.checkpoints import cmcl_record, load_checkpoint_safely, sha256
 from nnunet_cmcl.dist import unwrap
+from nnunet_cmcl.errors import CMCLInputError
 from nnunet_cmcl.overrides import apply_overrides
+from nnunet_cmcl.transfer.schedule import WarmupPolyLRScheduler, warmup_iterations
 
 PRETRAINED_ENV = "nnUNet_CMCL_pretrained_weights"  # for runs started from Python instead of nnUNetv2_train
 
@@ -34,39 +35,22 @@ def pretrained_weights_path(argv: list[str] | None = None) -> str | None:
     return os.environ.get(PRETRAINED_ENV)
 
 
-class WarmupPolyLRScheduler(PolyLRScheduler):
-    """Linear warm-up over ``warmup_steps`` then nnU-Net's poly decay; param group 0 (the encoder) is held at
-    lr 0 for the first ``frozen_steps``. Frozen by learning rate, not requires_grad, so DDP stays valid."""
-
-    def __init__(self, optimizer, initial_lr: float, max_steps: int, warmup_steps: int, frozen_steps: int = 0):
-        self.warmup_steps = warmup_steps
-        self.frozen_steps = frozen_steps
-        super().__init__(optimizer, initial_lr, max_steps)
-
-    def step(self, current_step=None):
-        if current_step is None or current_step == -1:
-            current_step = self.ctr
-            self.ctr += 1
-        super().step(current_step)
-        if current_step < self.warmup_steps:
-            for group in self.optimizer.param_groups:
-                group["lr"] = self.initial_lr * (current_step + 1) / (self.warmup_steps + 1)
-        if current_step < self.frozen_steps:
-            self.optimizer.param_groups[0]["lr"] = 0.0
-        self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
-
-
 class nnUNetTrainerCMCLFinetune(nnUNetTrainer):
     """Fine-tuning from a CMCL checkpoint: ``nnUNetv2_train D C F -tr nnUNetTrainerCMCLFinetune -pretrained_weights CKPT``."""
 
-    warmup_epochs = 50  # linear warm-up: the new decoder should not wreck the pretrained encoder at full lr
+    # linear warm-up over this fraction of the schedule (at most max_warmup_epochs): the new decoder should not
+    # wreck the pretrained encoder at full lr. 5 % of nnU-Net's 1000 epochs is the former fixed 50 epochs
+    warmup_fraction = 0.05
+    max_warmup_epochs = 50
     freeze_encoder_epochs = 0  # > 0: only the decoder learns for these first epochs
+    accepts_pretrained_weights = True  # False: a schedule-matched scratch control, which must start from random
     # set after nnU-Net's defaults, so a variant is one line: overrides = {"num_epochs": 100}
     overrides: dict = {}
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
+        self.iteration_in_epoch = 0  # the lr is set per iteration: epoch * iterations + this
         apply_overrides(self, self.overrides)
 
     def initialize(self):
@@ -74,6 +58,9 @@ class nnUNetTrainerCMCLFinetune(nnUNetTrainer):
         # executes whatever the file's pickle holds: read it safely first, so a corrupt or foreign file stops
         # here with one line and a malicious one never reaches the unsafe loader
         path = pretrained_weights_path()
+        if path is not None and not self.accepts_pretrained_weights:
+            raise CMCLInputError(f"{type(self).__name__} is a scratch control: it trains the fine-tuning schedule from "
+                                 f"random weights; drop -pretrained_weights, or use the trainer without '_scratch'")
         if path is not None and not self.was_initialized:
             self._pretrained_checkpoint = load_checkpoint_safely(path)  # kept for on_train_start's record
         super().initialize()
@@ -83,14 +70,35 @@ class nnUNetTrainerCMCLFinetune(nnUNetTrainer):
         write_atomically(filename, super().save_checkpoint)
 
     def configure_optimizers(self):
-        encoder = set(id(p) for p in unwrap(self.network).encoder.parameters())
-        groups = [{"params": [p for p in self.network.parameters() if id(p) in encoder]},
-                  {"params": [p for p in self.network.parameters() if id(p) not in encoder]}]
-        optimizer = torch.optim.SGD(groups, self.initial_lr, weight_decay=self.weight_decay, momentum=0.99,
-                                    nesterov=True)
-        scheduler = WarmupPolyLRScheduler(optimizer, self.initial_lr, self.num_epochs,
-                                          min(self.warmup_epochs, self.num_epochs), self.freeze_encoder_epochs)
-        return optimizer, scheduler
+        optimizer, _ = super().configure_optimizers()  # nnU-Net's SGD; only the schedule differs
+        warmup = warmup_iterations(self.num_epochs, self.num_iterations_per_epoch, self.warmup_fraction,
+                                   self.max_warmup_epochs)
+        return optimizer, WarmupPolyLRScheduler(optimizer, self.initial_lr, self.num_epochs,
+                                                self.num_iterations_per_epoch, warmup)
+
+    def on_train_epoch_start(self):
+        # before super(): its lr log line and the first step see the encoder as it is this epoch
+        self._set_encoder_trainable(self.current_epoch >= self.freeze_encoder_epochs)
+        self.iteration_in_epoch = 0
+        super().on_train_epoch_start()
+
+    def train_step(self, batch: dict) -> dict:
+        self.lr_scheduler.step_iteration(self.current_epoch * self.num_iterations_per_epoch + self.iteration_in_epoch)
+        self.iteration_in_epoch += 1
+        return super().train_step(batch)
+
+    def _set_encoder_trainable(self, trainable: bool) -> None:
+        """A frozen encoder gets no gradients at all: the optimiser's momentum never holds gradients of the
+        random-decoder phase and clip_grad_norm_ does not count them (a learning rate of 0 would do neither)."""
+        encoder = unwrap(self.network).encoder
+        if all(p.requires_grad == trainable for p in encoder.parameters()):
+            return
+        encoder.requires_grad_(trainable)
+        if self.is_ddp:  # DDP fixes which parameters get gradients when it wraps the module: wrap it again
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            self.network = DDP(self.network.module, device_ids=[self.local_rank])
+        self.print_to_log_file(f"encoder {'trainable' if trainable else 'frozen'} from epoch {self.current_epoch}")
 
     def on_train_start(self):
         # recorded before super() writes debug.json, which stores every plain attribute of the trainer;
@@ -99,8 +107,10 @@ class nnUNetTrainerCMCLFinetune(nnUNetTrainer):
         self.pretrained_source = self._describe_pretrained_weights(checkpoint) if self.current_epoch == 0 else \
             {"resumed_at_epoch": self.current_epoch}
         super().on_train_start()
-        self.print_to_log_file(f"warm-up epochs: {self.warmup_epochs}, encoder frozen for the first "
-                               f"{self.freeze_encoder_epochs} epochs")
+        warmup = self.lr_scheduler.warmup
+        self.print_to_log_file(f"peak learning rate {self.initial_lr}, linear warm-up over {warmup} iterations "
+                               f"({warmup / self.num_iterations_per_epoch:.2f} epochs), then poly decay; encoder "
+                               f"frozen for the first {self.freeze_encoder_epochs} epochs")
         self.print_to_log_file("pretrained weights: " + json.dumps(self.pretrained_source))
 
     def _describe_pretrained_weights(self, checkpoint: dict | None) -> dict:

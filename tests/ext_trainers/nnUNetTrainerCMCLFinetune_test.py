@@ -8,7 +8,7 @@ BUDGET = {"num_epochs": 2, "num_iterations_per_epoch": 10, "num_val_iterations_p
 
 
 class nnUNetTrainerCMCLFinetune_test(nnUNetTrainerCMCLFinetune):
-    warmup_epochs = 1
+    warmup_fraction = 0.25  # 5 of the 20 iterations
     freeze_encoder_epochs = 1
     overrides = BUDGET
 

@@ -16,5 +16,4 @@ class nnUNetTrainerCMCL_Aug_smoke(nnUNetTrainerCMCL_Aug):
 
 class nnUNetTrainerCMCLFinetune_smoke(nnUNetTrainerCMCLFinetune):
     """One epoch of 2 iterations, then nnU-Net's own final validation: the -pretrained_weights path, not learning."""
-    warmup_epochs = 1
     overrides = {"num_epochs": 1, "num_iterations_per_epoch": 2, "num_val_iterations_per_epoch": 1}

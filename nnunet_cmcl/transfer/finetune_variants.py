@@ -1,0 +1,24 @@
+"""Variants of nnUNetTrainerCMCLFinetune, one subclass a change, and their schedule-matched scratch controls.
+
+A pretrained arm and its ``_scratch`` control share every setting but the weights they start from, so a
+difference between them is the pretraining's, not the schedule's (warm-up, peak learning rate).
+"""
+from __future__ import annotations
+
+from nnunet_cmcl.transfer.finetune import nnUNetTrainerCMCLFinetune
+
+
+class nnUNetTrainerCMCLFinetune_scratch(nnUNetTrainerCMCLFinetune):
+    """nnUNetTrainerCMCLFinetune's schedule from random weights (refuses -pretrained_weights)."""
+    accepts_pretrained_weights = False
+
+
+class nnUNetTrainerCMCLFinetune_lr1e3(nnUNetTrainerCMCLFinetune):
+    """The recipe of nnU-Net's PretrainedTrainer and "Revisiting MAE" for pretrained encoders: peak learning rate
+    1e-3 (nnU-Net's default is 1e-2), linear warm-up, encoder trained from the start."""
+    overrides = {"initial_lr": 1e-3}
+
+
+class nnUNetTrainerCMCLFinetune_lr1e3_scratch(nnUNetTrainerCMCLFinetune_lr1e3):
+    """nnUNetTrainerCMCLFinetune_lr1e3's schedule from random weights (refuses -pretrained_weights)."""
+    accepts_pretrained_weights = False
