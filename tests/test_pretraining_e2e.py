@@ -54,9 +54,11 @@ def test_retrieval_rises_well_above_chance(fold_folder):
     print(f"\nCMCL e2e: train loss {np.round(losses, 3).tolist()}, global top-1 {np.round(global_, 3).tolist()}, "
           f"dense top-1 {np.round(dense, 3).tolist()}")
     assert len(dense) == len(global_) == 5
-    # dense keys: all 27 locations of the own patch and of the other-case patch of the batch -> chance <= 1/27
-    assert max(dense) > 10 / 27
-    # global keys: the 20 validation patches (8 cases) less same-case ones -> chance about 1/13. At batch 2 the
-    # global term learns slowly (best epochs of 200 steps: 0.20-0.28 seen), hence a looser bound than for dense
+    # dense keys: all 27 locations of the own patch and of the other-case patch of the batch -> chance <= 1/27.
+    # Mirrored views and locations inside the image took away matching by position and by the padding's outline:
+    # 0.25-0.33 is what 200 steps reach now (0.73-0.94 with those shortcuts open)
+    assert max(dense) > 5 / 27
+    # global keys: the 20 validation patches (8 cases) less same-case ones -> chance about 1/13 (centred head and
+    # key queue: 0.275 seen; the uncentred head without queue stayed at chance, 0.025-0.1)
     assert max(global_) > 1.5 / 13
     assert losses[-1] < losses[0]

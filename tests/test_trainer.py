@@ -1,5 +1,6 @@
 """nnUNetTrainerCMCL on real nnU-Net plans and data: default and ResEnc plans, 2d and 3d_fullres."""
 import copy
+from dataclasses import replace
 
 import pytest
 import torch
@@ -97,7 +98,7 @@ def test_step_trains_heads_and_encoder_and_checkpoint_fits_stock_network(env, mo
     with torch.no_grad():
         trainer.on_validation_epoch_start()
         result = trainer.validation_step(next(trainer.dataloader_val))
-    assert result["global"].shape[:2] == (2, trainer.batch_size)
+    assert result["global"].shape[:2] == (trainer.cmcl_model.sampler.num_views, trainer.batch_size)
     assert 0.0 <= result["dense_top1"].item() <= 1.0
 
 
@@ -172,7 +173,8 @@ def test_nonfinite_steps_are_skipped_counted_and_stop_the_run(env, monkeypatch):
     bad["data"][(0, slice(None), *centre)] = float("nan")
     before = clone_state(trainer.network)
     assert trainer.train_step(bad) == {}  # takes no part in the epoch's means
-    assert all(torch.equal(v, trainer.network.state_dict()[k]) for k, v in before.items())  # no update
+    # no update, and the global head's running centre is not poisoned by the batch's NaN mean
+    assert all(torch.equal(v, trainer.network.state_dict()[k]) for k, v in before.items())
     assert trainer.skipped_steps_total == 1 and trainer.consecutive_nonfinite_steps == 1
     assert torch.isfinite(trainer.train_step(good)["loss"])  # a good step updates and resets the run of bad ones
     assert trainer.consecutive_nonfinite_steps == 0
@@ -215,9 +217,13 @@ def test_loss_is_built_where_nnunet_builds_losses(env, monkeypatch):
     assert trainer.loss.weight_reconstruction == trainer.cmcl_config.weight_reconstruction > 0
 
 
+class _NoQueue(nnUNetTrainerCMCL):
+    cmcl_config = replace(nnUNetTrainerCMCL.cmcl_config, queue_size=0)  # the first layout predates the queue
+
+
 def test_checkpoint_of_the_first_layout_still_loads(env, monkeypatch, tmp_path):
     torch.manual_seed(0)
-    trainer = make_trainer(env, monkeypatch, "3d_fullres")
+    trainer = make_trainer(env, monkeypatch, "3d_fullres", cls=_NoQueue)
     trainer.on_train_start()
     trainer.train_step(next(trainer.dataloader_train))
     trainer.best_retrieval, trainer.skipped_steps_total = 0.625, 4
@@ -232,7 +238,7 @@ def test_checkpoint_of_the_first_layout_still_loads(env, monkeypatch, tmp_path):
            "cmcl_skipped_steps": record["skipped_steps"]}
     old_path = str(tmp_path / "old.pth")
     torch.save(old, old_path)
-    resumed = make_trainer(env, monkeypatch, "3d_fullres")
+    resumed = make_trainer(env, monkeypatch, "3d_fullres", cls=_NoQueue)
     resumed.load_checkpoint(old_path)
     assert all(torch.equal(v, resumed.cmcl_model.heads.state_dict()[k]) for k, v in record["heads"].items())
     assert (resumed.best_retrieval, resumed.skipped_steps_total) == (0.625, 4)

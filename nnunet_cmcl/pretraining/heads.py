@@ -46,11 +46,13 @@ class GlobalHead(nn.Module):
 
     @torch.no_grad()
     def _update_centre(self, batch_centre: torch.Tensor) -> None:
-        # the first batch sets the centre (a zero start would leave evaluation uncentred for the first epochs);
-        # torch.where, not an if on the flag: no host sync
+        # the first batch sets the centre (a zero start would leave evaluation uncentred for the first epochs); a
+        # non-finite batch (its step is skipped) leaves it alone, else one bad batch would poison every later one.
+        # torch.where, not an if on a flag: no host sync
         m = torch.where(self.centre_initialised, self.centre_momentum, 0.0)
-        self.centre.mul_(m).add_((1 - m) * batch_centre)
-        self.centre_initialised.fill_(True)
+        finite = torch.isfinite(batch_centre).all()
+        self.centre.copy_(torch.where(finite, m * self.centre + (1 - m) * batch_centre, self.centre))
+        self.centre_initialised.logical_or_(finite)
 
 
 class DenseHead(nn.Module):

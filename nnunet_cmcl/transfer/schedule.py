@@ -18,7 +18,9 @@ def warmup_iterations(num_epochs: int, iterations_per_epoch: int, fraction: floa
 
 
 class WarmupPolyLRScheduler(PolyLRScheduler):
-    """lr(i) = peak * (i + 1) / W for iteration i < W, then peak * (1 - (i - W) / (T - W)) ** 0.9, T = all iterations.
+    """lr(i) = min(peak * (i + 1) / W, peak * (1 - e / E) ** 0.9) for iteration i of epoch e: a linear ramp over the
+    first W iterations, capped by nnU-Net's own poly schedule (stepped per epoch, as nnU-Net steps it). After the
+    warm-up the learning rate is exactly the vanilla baseline's, so the candidate loses only the ramp's share.
 
     nnU-Net calls ``step(epoch)`` at every epoch start (and logs the lr it sets); the trainer calls
     ``step_iteration(i)`` before every training step with the global iteration index.
@@ -31,10 +33,8 @@ class WarmupPolyLRScheduler(PolyLRScheduler):
         super().__init__(optimizer, initial_lr, num_epochs)
 
     def lr_at(self, iteration: int) -> float:
-        if iteration < self.warmup:
-            return self.initial_lr * (iteration + 1) / self.warmup
-        progress = (iteration - self.warmup) / (self.total_iterations - self.warmup)
-        return self.initial_lr * max(0.0, 1 - progress) ** self.exponent
+        poly = self.initial_lr * (1 - (iteration // self.iterations_per_epoch) / self.max_steps) ** self.exponent
+        return min(poly, self.initial_lr * (iteration + 1) / self.warmup)
 
     def step_iteration(self, iteration: int) -> None:
         for group in self.optimizer.param_groups:
