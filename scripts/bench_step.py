@@ -15,6 +15,7 @@ import os
 import statistics
 import tempfile
 import time
+from dataclasses import replace
 
 import torch
 from batchgenerators.dataloading.single_threaded_augmenter import SingleThreadedAugmenter
@@ -25,6 +26,7 @@ from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_datas
 
 from nnunet_cmcl.host_syncs import count_train_step
 from nnunet_cmcl.pretraining.losses import CMCLLoss
+from nnunet_cmcl.pretraining.config import parse_changes
 from nnunet_cmcl.pretraining.trainer import nnUNetTrainerCMCL
 
 
@@ -158,6 +160,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (cudnn autotune, compile)")
     parser.add_argument("--dense-curve", type=int, nargs="*", default=[8, 16, 27, 64, 128, 256, 512],
                         help="numbers of dense locations M for the cost curve of the dense term (none: skip)")
+    parser.add_argument("--set", default="", help="CMCLConfig changes for the CMCL trainer, e.g. queue_size=0")
     parser.add_argument("--with-dataloader", action="store_true",
                         help="also time steps that include fetching the batch from nnU-Net's dataloader")
     args = parser.parse_args()
@@ -167,10 +170,13 @@ def main() -> None:
     os.environ["nnUNet_results"] = tempfile.mkdtemp(prefix="bench_results_")  # keep real results untouched
     dataset = maybe_convert_to_dataset_name(args.d if args.d.startswith("Dataset") else int(args.d))
     vanilla = build(nnUNetTrainer, dataset, args.c, args.p, device)
-    cmcl = build(nnUNetTrainerCMCL, dataset, args.c, args.p, device)
+    cmcl_class = type("nnUNetTrainerCMCL_bench", (nnUNetTrainerCMCL,), {
+        "cmcl_config": replace(nnUNetTrainerCMCL.cmcl_config, **parse_changes(args.set))})
+    cmcl = build(cmcl_class, dataset, args.c, args.p, device)
     batches = [next(vanilla.dataloader_train) for _ in range(4)]  # the same batches for both trainers
     print(f"{dataset} {args.c} {args.p} on {device}: batch {tuple(batches[0]['data'].shape)}, "
-          f"CMCL views {cmcl.cmcl_model.sampler.num_views} x crop {cmcl.cmcl_model.sampler.crop_size}")
+          f"CMCL views {cmcl.cmcl_model.sampler.num_views} x crop {cmcl.cmcl_model.sampler.crop_size}, "
+          f"key queue {'on' if cmcl.key_queue is not None else 'off'}")
 
     for i in range(args.warmup):
         timed_step(vanilla, batches[i % 4], device)

@@ -15,36 +15,24 @@ import argparse
 import json
 import os
 import time
-from dataclasses import fields, replace
+from dataclasses import replace
 
 import numpy as np
 import torch
 from batchgenerators.utilities.file_and_folder_operations import join, load_json
 
 from nnunet_cmcl.naming import dataset_name
-from nnunet_cmcl.pretraining.config import CMCLConfig
+from nnunet_cmcl.pretraining.config import parse_changes
 from nnunet_cmcl.pretraining.trainer import nnUNetTrainerCMCL
 
 KEYS = ("val_retrieval_top1", "val_dense_retrieval_top1", "val_embedding_std", "train_losses")
-
-
-def parse_arm(text: str) -> dict:
-    """'default' -> {}; 'queue_size=0,flip_views=false' -> {'queue_size': 0, 'flip_views': False}."""
-    if text == "default":
-        return {}
-    types = {f.name: f.type for f in fields(CMCLConfig)}
-    changes = {}
-    for item in text.split(","):
-        key, value = item.split("=")
-        kind = types[key]
-        changes[key] = value.lower() == "true" if kind == "bool" else (int(value) if kind == "int" else float(value))
-    return changes
 
 
 def run_arm(name: str, changes: dict, dataset: str, configuration: str, plans_name: str, budget: dict,
             seed: int) -> dict:
     folder = join(os.environ["nnUNet_preprocessed"], dataset_name(dataset))
     plans = load_json(join(folder, plans_name + ".json"))
+    plans["continue_training"] = False  # what nnUNetv2_train sets for a new run
     cls = type(f"nnUNetTrainerCMCL_signals_{name}", (nnUNetTrainerCMCL,),
                {"cmcl_config": replace(nnUNetTrainerCMCL.cmcl_config, **changes), "overrides": budget})
     torch.manual_seed(seed)
@@ -79,7 +67,7 @@ def main() -> None:
     results = {}
     for arm in args.arm or ["default"]:
         name = arm.replace("=", "").replace(",", "_").replace(".", "p")
-        results[arm] = run_arm(name, parse_arm(arm), args.d, args.c, args.p, budget, args.seed)
+        results[arm] = run_arm(name, parse_changes(arm), args.d, args.c, args.p, budget, args.seed)
         print(f"[signals] {arm}: {json.dumps(results[arm])}", flush=True)
     if args.o:
         with open(args.o, "w") as f:

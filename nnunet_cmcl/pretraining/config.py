@@ -119,3 +119,20 @@ class CMCLConfig:
         if unknown:
             raise ValueError(f"unknown CMCL config keys {sorted(unknown)}: the checkpoint comes from another version")
         return cls(**{**{k: v for k, v in LEGACY_DEFAULTS.items() if k not in d}, **d})
+
+
+def parse_changes(text: str) -> dict:
+    """'queue_size=0,flip_views=false' -> {'queue_size': 0, 'flip_views': False}, typed by CMCLConfig's fields
+    (for scripts that compare settings); 'default' or '' -> {}."""
+    if text in ("", "default"):
+        return {}
+    types = {f.name: f.type for f in fields(CMCLConfig)}
+    changes = {}
+    for item in text.split(","):
+        key, value = item.split("=")
+        if key not in types:
+            raise ValueError(f"{key} is not a CMCLConfig field")
+        kind = types[key]
+        changes[key] = (value.lower() == "true" if kind == "bool" else int(value) if kind == "int"
+                        else float(value) if kind == "float" else value)
+    return changes
