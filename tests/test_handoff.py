@@ -88,6 +88,9 @@ def test_warmup_is_a_fraction_of_the_schedule_and_stepped_per_iteration():
     for epoch in range(3):
         poly.step(epoch)
         assert lrs[epoch * 10 + 4:epoch * 10 + 10] == pytest.approx([vanilla.param_groups[0]["lr"]] * 6)
+    tiny = WarmupPolyLRScheduler(optimizer, 0.01, num_epochs=1, iterations_per_epoch=1, warmup=1)  # demo at 0.1
+    tiny.step_iteration(0)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.01)
     scheduler.step(2)  # nnU-Net's call at the start of epoch 2: the lr of its first iteration
     assert optimizer.param_groups[0]["lr"] == pytest.approx(lrs[20])
 

@@ -29,7 +29,7 @@ class WarmupPolyLRScheduler(PolyLRScheduler):
     def __init__(self, optimizer, initial_lr: float, num_epochs: int, iterations_per_epoch: int, warmup: int):
         self.iterations_per_epoch = iterations_per_epoch
         self.total_iterations = num_epochs * iterations_per_epoch
-        self.warmup = min(warmup, self.total_iterations - 1)
+        self.warmup = max(1, min(warmup, self.total_iterations))  # a run of one iteration still has a ramp of 1
         super().__init__(optimizer, initial_lr, num_epochs)
 
     def lr_at(self, iteration: int) -> float:
