@@ -232,24 +232,42 @@ def _cmd_evaluate_missing(args: argparse.Namespace) -> int:
 
 
 def _add_experiment(sub) -> None:
-    p = sub.add_parser("experiment", help="the whole study: pretrain once, fine-tune and baseline per fold and "
-                                          "fraction, compare (skips finished runs, resumes stopped ones)")
+    p = sub.add_parser("experiment", help="the whole study: per training seed, pretraining per fold on its training "
+                                          "images, then every arm per fold and label regime, then the report "
+                                          "(skips finished runs, resumes stopped ones)")
     _dataset_arguments(p, "dataset name or id (planned and preprocessed)")
     p.add_argument("--folds", type=int, nargs="+", default=[0], help="folds (default 0)")
-    p.add_argument("--fractions", type=float, nargs="+", default=[1.0], help="label fractions, 1 = the whole fold")
+    p.add_argument("--fractions", type=float, nargs="+", default=None,
+                   help="label fractions, 1 = the whole fold (default 1 unless --labeled is given)")
+    p.add_argument("--labeled", type=int, nargs="+", default=None,
+                   help="label regimes as numbers of labeled training cases (e.g. 2 4 16)")
     p.add_argument("--seed", type=int, default=0, help="seed of the label-fraction subsets (default 0)")
+    p.add_argument("--train-seeds", type=int, nargs="+", default=None,
+                   help="repeat every training run once per seed (seeded trainers; e.g. 0 1 2)")
     p.add_argument("--pretrainer", default="nnUNetTrainerCMCL")
     p.add_argument("--finetuner", default="nnUNetTrainerCMCLFinetune")
-    p.add_argument("--baseline", default="nnUNetTrainer")
+    p.add_argument("--baseline", default="nnUNetTrainer",
+                   help="the arm the others are compared with (default nnUNetTrainer; nnUNetTrainerSeeded with "
+                        "--train-seeds)")
+    p.add_argument("--control", default=None,
+                   help="a schedule-matched scratch control arm, e.g. nnUNetTrainerCMCLFinetune_scratch")
+    p.add_argument("--arm", nargs=3, action="append", default=[], metavar=("LABEL", "PRETRAINER", "FINETUNER"),
+                   help="a further pretrained arm, e.g. reconstruction nnUNetTrainerCMCL_recon "
+                        "nnUNetTrainerCMCLFinetune_fromRecon (repeatable)")
     _device_argument(p)
     p.set_defaults(func=_cmd_experiment)
 
 
 def _cmd_experiment(args: argparse.Namespace) -> int:
-    from nnunet_cmcl.study.experiment import run_experiment
+    from nnunet_cmcl.study.experiment import default_arms, report_experiment, run_experiment
 
-    _print_comparison(*run_experiment(args.d, args.c, args.p, args.folds, args.fractions, args.seed, args.pretrainer,
-                                      args.finetuner, args.baseline, args.device))
+    baseline = args.baseline
+    if args.train_seeds and baseline == "nnUNetTrainer":  # the default: nnU-Net's trainer reads no seed
+        baseline = "nnUNetTrainerSeeded"
+    arms = default_arms(args.pretrainer, args.finetuner, baseline, args.control, [tuple(a) for a in args.arm])
+    name, runs = run_experiment(args.d, args.c, args.p, args.folds, args.fractions, args.seed, arms, args.device,
+                                args.train_seeds, args.labeled)
+    print(report_experiment(name, args.c, args.p, runs, arms))
     return 0
 
 

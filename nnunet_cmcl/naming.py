@@ -35,3 +35,18 @@ def trainer_path() -> str:
     """The folder to put in nnUNet_extTrainer; inside the installed package, editable or not. Found without
     importing it, so this leaf module does not depend on the trainers."""
     return os.path.dirname(os.path.abspath(importlib.util.find_spec("nnunet_cmcl.trainers").origin))
+
+
+def find_trainer_class(name: str) -> type | None:
+    """The trainer class ``-tr name`` of nnUNetv2_train would run: one of this package's, one of nnU-Net's, or one
+    in a folder of ``nnUNet_extTrainer``; None when there is none."""
+    from nnunetv2.utilities.find_class_by_name import recursive_find_python_class
+    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+
+    cls = recursive_find_python_class(trainer_path(), name, "nnunet_cmcl.trainers")
+    if cls is None:
+        try:
+            cls = recursive_find_trainer_class_by_name(name)  # nnU-Net's own search, nnUNet_extTrainer included
+        except RuntimeError:
+            cls = None
+    return cls

@@ -13,12 +13,10 @@ from copy import deepcopy
 from batchgenerators.utilities.file_and_folder_operations import join, save_json
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
-from nnunetv2.utilities.find_class_by_name import recursive_find_python_class
-from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnunet_cmcl.errors import CMCLInputError
-from nnunet_cmcl.naming import trainer_path
+from nnunet_cmcl.naming import find_trainer_class
 from nnunet_cmcl.pretraining.trainer import nnUNetTrainerCMCL
 from nnunet_cmcl.pretraining.views import ViewSampler, modality_groups, total_strides
 
@@ -26,12 +24,7 @@ from nnunet_cmcl.pretraining.views import ViewSampler, modality_groups, total_st
 def find_pretraining_trainer(name: str) -> type:
     """The pretraining trainer class called ``name``, as ``-tr`` of nnUNetv2_train names it: one shipped with
     nnunet-cmcl, or a subclass of nnUNetTrainerCMCL in a folder of ``nnUNet_extTrainer``."""
-    cls = recursive_find_python_class(trainer_path(), name, "nnunet_cmcl.trainers")
-    if cls is None:
-        try:
-            cls = recursive_find_trainer_class_by_name(name)  # nnU-Net's own search, nnUNet_extTrainer included
-        except RuntimeError:
-            cls = None
+    cls = find_trainer_class(name)
     if cls is None or not issubclass(cls, nnUNetTrainerCMCL):
         raise CMCLInputError(f"{name} is not a pretraining trainer (a subclass of nnUNetTrainerCMCL); "
                              f"`nnunet-cmcl trainers` lists the shipped ones")

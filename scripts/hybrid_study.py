@@ -43,15 +43,16 @@ def one_modality_copy(raw: str, source: str) -> str:
 
 def study(dataset_id: int, pretrainer: str, finetuner: str, workdir: str) -> dict:
     from nnunet_cmcl.study.compare import compare
-    from nnunet_cmcl.study.experiment import execute, plan_runs
+    from nnunet_cmcl.study.experiment import execute
+    from nnunet_cmcl.study.plan import Arm, plan_runs
     from nnunet_cmcl.naming import dataset_name
 
     name = dataset_name(dataset_id)
-    runs, _ = plan_runs(name, "3d_fullres", "nnUNetPlans", [0], [FRACTION], SEED, pretrainer, finetuner,
-                        "nnUNetTrainerVanilla_demo")
+    runs = plan_runs(name, "3d_fullres", "nnUNetPlans", [0], [FRACTION], SEED,
+                     [Arm("baseline", "nnUNetTrainerVanilla_demo"), Arm("pretrained", finetuner, pretrainer)])
     execute(runs, str(dataset_id), "3d_fullres", "nnUNetPlans", "cpu", os.path.join(workdir, "logs"))
     results = os.path.join(os.environ["nnUNet_results"], name)
-    return compare(results, "nnUNetTrainerVanilla_demo", finetuner, "nnUNetPlans", "3d_fullres", [runs[1].fold])
+    return compare(results, "nnUNetTrainerVanilla_demo", finetuner, "nnUNetPlans", "3d_fullres", [runs[-1].fold])
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.crossval_split import generate_crossval_split
 
 from nnunet_cmcl.errors import CMCLInputError
-from nnunet_cmcl.study.splits import add_label_fraction_folds, write_label_fraction_folds
+from nnunet_cmcl.study.splits import add_label_fraction_folds, is_derived, write_label_fraction_folds
 
 
 def _ids(n: int) -> list[str]:
@@ -104,7 +104,31 @@ def test_bad_inputs(folder, tmp_path):
     with pytest.raises(CMCLInputError, match="source fold 7 is not in splits_final.json"):
         write_label_fraction_folds(folder, [0.5], source_folds=[7])
     write_label_fraction_folds(folder, [0.5], source_folds=[0])
-    with pytest.raises(CMCLInputError, match="fold 5 is itself a label-fraction fold of fold 0"):
+    with pytest.raises(CMCLInputError, match="fold 5 is itself derived from fold 0"):
         write_label_fraction_folds(folder, [0.5], source_folds=[5])
     with pytest.raises(CMCLInputError, match="nnU-Net's format"):
         add_label_fraction_folds([{"train": ["a"]}], [0.5])
+
+
+def test_train_seed_repeats_keep_train_val_and_fraction_and_are_reused():
+    from nnunet_cmcl.seeding import TRAIN_SEED_KEY
+    from nnunet_cmcl.study.splits import SEEDED_FROM_KEY, add_train_seed_folds
+
+    base = [{"train": ["a", "b", "c", "d"], "val": ["e"]}, {"train": ["b", "c", "d", "e"], "val": ["a"]}]
+    with_fraction, _ = add_label_fraction_folds(base, [0.5], seed=3, source_folds=[0])
+    out, mapping = add_train_seed_folds(with_fraction, [0, 2], [0, 1])
+    assert out[:3] == with_fraction and len(out) == 7
+    assert mapping == {(0, 0): 3, (0, 1): 4, (2, 0): 5, (2, 1): 6}
+    for (fold, seed), index in mapping.items():
+        repeat = out[index]
+        assert repeat["train"] == out[fold]["train"] and repeat["val"] == out[fold]["val"]
+        assert repeat[TRAIN_SEED_KEY] == seed and repeat[SEEDED_FROM_KEY] == fold
+    assert out[5]["cmcl_fraction"] == 0.5  # a repeat of a label-fraction fold is one too
+    again, mapping_again = add_train_seed_folds(out, [0, 2], [1, 0, 2])
+    assert again[:7] == out and len(again) == 9 and mapping_again[(0, 1)] == 4 and mapping_again[(0, 2)] == 7
+    # derived folds are never a source of label fractions or of further repeats
+    with pytest.raises(CMCLInputError, match="fold 3 is itself derived from fold 0"):
+        add_label_fraction_folds(out, [0.5], source_folds=[3])
+    with pytest.raises(CMCLInputError, match="repeat fold 0 instead"):
+        add_train_seed_folds(out, [3], [5])
+    assert [i for i, s in enumerate(out) if not is_derived(s)] == [0, 1]

@@ -71,8 +71,10 @@ class CMCLConfig:
             raise ValueError(f"num_views must be >= 2, got {self.num_views}")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
-        if self.weight_global < 0 or self.weight_dense < 0 or self.weight_global + self.weight_dense == 0:
-            raise ValueError("weight_global and weight_dense must be >= 0 and not both 0")
+        if self.weight_global < 0 or self.weight_dense < 0 or \
+                self.weight_global + self.weight_dense + max(self.weight_reconstruction, 0) == 0:
+            raise ValueError("weight_global and weight_dense must be >= 0 and not both 0 (both 0 only with "
+                             "weight_reconstruction > 0: reconstruction-only pretraining)")
         if self.learning_rate <= 0 or self.weight_decay < 0:
             raise ValueError("learning_rate must be > 0 and weight_decay >= 0")
         if self.max_shift_steps < 0 or self.dense_locations < 1 or self.head_hidden < 1 or self.head_out < 1:

@@ -87,3 +87,11 @@ class nnUNetTrainerCMCL_DAE(nnUNetTrainerCMCL):
         # before super(): it moves on to the next epoch
         self.print_to_log_file(f"train_loss_reconstruction {self._get(RECONSTRUCTION_LOG_KEY):.4f}")
         super().on_epoch_end()
+
+
+class nnUNetTrainerCMCL_recon(nnUNetTrainerCMCL_DAE):
+    """Reconstruction only: nnUNetTrainerCMCL_DAE with the contrastive terms off (no heads), the field's strong
+    self-supervised baseline (a disruptive/masked autoencoder through nnU-Net's own U-Net, as in "Revisiting MAE").
+    Same views, disruptions and budget as the hybrid, so the two differ by the contrastive terms alone."""
+
+    cmcl_config = replace(nnUNetTrainerCMCL_DAE.cmcl_config, weight_global=0.0, weight_dense=0.0)

@@ -35,6 +35,7 @@ from nnunet_cmcl.pretraining.model import CMCLModel
 from nnunet_cmcl.pretraining.progress import plot_progress
 from nnunet_cmcl.pretraining.queue import KeyQueue, MomentumEncoder
 from nnunet_cmcl.pretraining.views import ViewSampler, check_modalities, modality_groups, total_strides
+from nnunet_cmcl.seeding import SeededTraining
 
 LOG_KEYS = ("train_loss_global", "train_loss_dense", "val_retrieval_top1", "val_dense_retrieval_top1",
             "val_embedding_std", "val_alignment", "val_uniformity")
@@ -56,7 +57,7 @@ def is_improvement(score: float, best: float | None) -> bool:
     return math.isfinite(score) and (best is None or not math.isfinite(best) or score > best)
 
 
-class nnUNetTrainerCMCL(nnUNetTrainer):
+class nnUNetTrainerCMCL(SeededTraining, nnUNetTrainer):
     """CMCL pretraining; run as ``nnUNetv2_train D C all -tr nnUNetTrainerCMCL``. Labels are never used."""
 
     cmcl_config = CMCLConfig()
@@ -133,6 +134,9 @@ class nnUNetTrainerCMCL(nnUNetTrainer):
 
     def _build_loss(self) -> CMCLLoss:
         # replaces nnU-Net's Dice+CE (not built: pretraining has no segmentation output), as its loss variants do
+        if self.cmcl_config.weight_global + self.cmcl_config.weight_dense == 0:
+            raise CMCLInputError(f"{type(self).__name__} has no contrastive term (weight_global = weight_dense = 0) "
+                                 f"and no reconstruction; reconstruction-only pretraining is nnUNetTrainerCMCL_recon")
         return CMCLLoss(self.cmcl_config, self._bottleneck_spacing()).to(self.device)
 
     def _bottleneck_spacing(self) -> list[float]:

@@ -1,6 +1,6 @@
 """`nnunet-cmcl demo`: from nothing to a comparison on built-in data, on the CPU, resumable.
 
-synthetic dataset -> nnUNetv2_plan_and_preprocess -> CMCL pretraining on all cases without labels ->
+synthetic dataset -> nnUNetv2_plan_and_preprocess -> CMCL pretraining on fold 0's training images, no labels ->
 fine-tuning and a vanilla baseline with identical budgets on a low label fraction -> compare.
 """
 from __future__ import annotations
@@ -44,7 +44,8 @@ def run_demo(workdir: str, kind: str = "brain", cases: int = 20, fraction: float
 
     # imported once the nnUNet_* variables are set: nnU-Net reads them when its modules are imported
     from nnunet_cmcl.data.synthetic import write_brain_dataset, write_phantom_dataset
-    from nnunet_cmcl.study.experiment import execute, plan_runs
+    from nnunet_cmcl.study.experiment import execute
+    from nnunet_cmcl.study.plan import Arm, plan_runs
     from nnunet_cmcl.study.report import compare_and_report, format_table
 
     raw = os.environ["nnUNet_raw"]
@@ -58,13 +59,15 @@ def run_demo(workdir: str, kind: str = "brain", cases: int = 20, fraction: float
     name = dataset_name(DATASET_ID)
     _step("2/4 " + ("nnUNetv2_plan_and_preprocess" if plan_and_preprocess_once(DATASET_ID) else
                     "plans and preprocessed data exist, kept"))
-    _step(f"3/4 pretraining, then fine-tuning and baseline on fold 0 with {fraction:g} of its labels")
-    runs, _ = plan_runs(name, "3d_fullres", "nnUNetPlans", [0], [fraction], seed, "nnUNetTrainerCMCL_demo",
-                        "nnUNetTrainerCMCLFinetune_demo", "nnUNetTrainerVanilla_demo")
+    _step(f"3/4 pretraining on fold 0's training images, then fine-tuning and baseline with {fraction:g} of its "
+          f"labels")
+    runs = plan_runs(name, "3d_fullres", "nnUNetPlans", [0], [fraction], seed,
+                     [Arm("baseline", "nnUNetTrainerVanilla_demo"),
+                      Arm("CMCL", "nnUNetTrainerCMCLFinetune_demo", "nnUNetTrainerCMCL_demo")])
     execute(runs, str(DATASET_ID), "3d_fullres", "nnUNetPlans", device, os.path.join(workdir, "logs"))
     _step("4/4 compare")
     result, paths = compare_and_report(str(DATASET_ID), "3d_fullres", "nnUNetPlans", "nnUNetTrainerVanilla_demo",
-                                       "nnUNetTrainerCMCLFinetune_demo", [runs[1].fold])
+                                       "nnUNetTrainerCMCLFinetune_demo", [runs[-1].fold])
     print(format_table(result))
     output = os.path.dirname(paths["md"])
     _step(f"done in {time.time() - start:.0f} s; report in {output}")

@@ -8,6 +8,7 @@ import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunet_cmcl.overrides import apply_overrides
+from nnunet_cmcl.seeding import SeededTraining
 from nnunet_cmcl.pretraining.dae import nnUNetTrainerCMCL_DAE
 from nnunet_cmcl.pretraining.trainer import nnUNetTrainerCMCL
 from nnunet_cmcl.pretraining.variants import nnUNetTrainerCMCL_Aug
@@ -56,8 +57,8 @@ class nnUNetTrainerCMCLFinetune_demoDAE(nnUNetTrainerCMCLFinetune_demo):
     """The same fine-tuning as nnUNetTrainerCMCLFinetune_demo, in its own results folder (for DAE checkpoints)."""
 
 
-class nnUNetTrainerVanilla_demo(nnUNetTrainer):
-    """nnU-Net's own trainer, unchanged but for the demo's budget: the baseline."""
+class nnUNetTrainerVanilla_demo(SeededTraining, nnUNetTrainer):
+    """nnU-Net's own trainer, unchanged but for the demo's budget (and the fold's training seed): the baseline."""
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):

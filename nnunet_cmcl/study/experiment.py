@@ -1,8 +1,8 @@
-"""`nnunet-cmcl experiment`: the whole study with nnU-Net's own commands, resumable.
+"""`nnunet-cmcl experiment`: the runs of a study (``plan``) with nnU-Net's own commands, resumable, then the report.
 
-Pretraining once (fold all), then per fold and label fraction a fine-tuning from it and a vanilla baseline with
-the same budget, then `compare`. A run whose results exist is skipped; one that stopped after a checkpoint is
-continued with nnU-Net's ``--c``.
+A run whose results exist is skipped; one that stopped after a checkpoint is continued with nnU-Net's ``--c``.
+While a run trains, its epoch, the time per epoch and the time left (read from nnU-Net's log) are printed, with
+the whole study's time left.
 """
 from __future__ import annotations
 
@@ -10,74 +10,16 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 
-from batchgenerators.utilities.file_and_folder_operations import isfile, join, load_json, save_json
+from batchgenerators.utilities.file_and_folder_operations import isfile, join, load_json
 from nnunetv2.paths import nnUNet_preprocessed, nnUNet_results
-from nnunetv2.utilities.crossval_split import generate_crossval_split
 
 from nnunet_cmcl.errors import CMCLInputError
-from nnunet_cmcl.naming import dataset_name, trainer_folder, trainer_path
-from nnunet_cmcl.study.report import compare_and_report
-from nnunet_cmcl.study.splits import write_label_fraction_folds
+from nnunet_cmcl.naming import dataset_name, trainer_path
+from nnunet_cmcl.study.plan import Arm, Run, ensure_splits, labeled_fractions, plan_runs
+from nnunet_cmcl.study.run_progress import format_duration, read_run_progress, study_seconds_left, watch
 
-
-@dataclass
-class Run:
-    """One nnUNetv2_train call of the study."""
-    label: str
-    trainer: str
-    fold: str
-    fold_folder: str
-    pretrained: str | None = None
-
-    @property
-    def done_file(self) -> str:
-        """Exists once the run is complete (pretraining has no segmentation validation)."""
-        if self.fold == "all":
-            return join(self.fold_folder, "checkpoint_final.pth")
-        return join(self.fold_folder, "validation", "summary.json")
-
-
-def ensure_splits(name: str, configuration: str, plans: str) -> None:
-    """Writes nnU-Net's default 5-fold split (what its do_split would write: seed 12345) if there is none yet."""
-    splits_file = join(nnUNet_preprocessed, name, "splits_final.json")
-    if not isfile(splits_file):
-        from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
-
-        identifier = load_json(join(nnUNet_preprocessed, name, plans + ".json"))["configurations"][configuration][
-            "data_identifier"]
-        folder = join(nnUNet_preprocessed, name, identifier)
-        identifiers = sorted(infer_dataset_class(folder).get_identifiers(folder))
-        save_json(generate_crossval_split(identifiers, seed=12345, n_splits=5), splits_file)
-
-
-def fraction_folds(name: str, folds: list[int], fractions: list[float], seed: int) -> dict[tuple[int, float], int]:
-    """(source fold, fraction) -> fold index in splits_final.json; fraction 1.0 is the source fold itself."""
-    mapping = {(f, 1.0): f for f in folds if 1.0 in fractions}
-    partial = [x for x in fractions if x < 1.0]
-    if partial:
-        for d in write_label_fraction_folds(join(nnUNet_preprocessed, name), partial, seed, folds):
-            mapping[(d["source_fold"], d["fraction"])] = d["fold"]
-    return mapping
-
-
-def plan_runs(name: str, configuration: str, plans: str, folds: list[int], fractions: list[float], seed: int,
-              pretrainer: str, finetuner: str, baseline: str) -> tuple[list[Run], dict]:
-    """The runs of the study in order, and {(fold, fraction): fold index}."""
-    def folder(trainer, fold):
-        return join(trainer_folder(join(nnUNet_results, name), trainer, plans, configuration), f"fold_{fold}")
-
-    ensure_splits(name, configuration, plans)
-    pretrain = Run("pretraining, no labels", pretrainer, "all", folder(pretrainer, "all"))
-    runs = [pretrain]
-    mapping = fraction_folds(name, folds, fractions, seed)
-    for (source, fraction), fold in sorted(mapping.items()):
-        what = f"fold {source}, {fraction:g} of its labels (fold {fold})"
-        runs.append(Run(f"fine-tuning, {what}", finetuner, str(fold), folder(finetuner, fold),
-                        pretrained=pretrain.done_file))
-        runs.append(Run(f"baseline, {what}", baseline, str(fold), folder(baseline, fold)))
-    return runs, mapping
+PROGRESS_INTERVAL = float(os.environ.get("nnUNet_CMCL_progress_interval", "60"))  # seconds between progress lines
 
 
 def command_of(run: Run, dataset: str, configuration: str, plans: str, device: str) -> list[str]:
@@ -100,26 +42,37 @@ def environment() -> dict:
     return env
 
 
-def execute(runs: list[Run], dataset: str, configuration: str, plans: str, device: str, log_folder: str) -> None:
+def execute(runs: list[Run], dataset: str, configuration: str, plans: str, device: str, log_folder: str,
+            name: str = "experiment") -> None:
     """Runs what is not finished, in order, with progress lines; each run's output goes to a log file."""
     os.makedirs(log_folder, exist_ok=True)
     exe = os.path.join(os.path.dirname(sys.executable), "nnUNetv2_train")
     env = environment()
+    durations: list[float] = []
     for i, run in enumerate(runs, 1):
-        head = f"[experiment {i}/{len(runs)}] {run.label} ({run.trainer})"
+        head = f"[{name} {i}/{len(runs)}] {run.label} ({run.trainer})"
         if isfile(run.done_file):
             print(f"{head}: finished earlier, skipped", flush=True)
             continue
         command = command_of(run, dataset, configuration, plans, device)
         log = join(log_folder, f"{run.trainer}_fold_{run.fold}.log")
         print(f"{head}: {'resuming' if '--c' in command else 'running'} (log: {log})", flush=True)
+        to_start = sum(not isfile(r.done_file) for r in runs[i:])
+
+        def study_left(run=run, to_start=to_start) -> str:
+            progress = read_run_progress(run.fold_folder)
+            left = study_seconds_left(durations, to_start, progress.seconds_left if progress else None)
+            return "" if left is None else f"; {name} about {format_duration(left)} left"
+
         start = time.time()
         with open(log, "a") as f:
-            code = subprocess.call([exe if os.path.exists(exe) else command[0], *command[1:]], env=env, stdout=f,
-                                   stderr=subprocess.STDOUT)
+            process = subprocess.Popen([exe if os.path.exists(exe) else command[0], *command[1:]], env=env,
+                                       stdout=f, stderr=subprocess.STDOUT)
+            code = watch(process, run.fold_folder, head, PROGRESS_INTERVAL, extra=study_left)
         if code != 0 or not isfile(run.done_file):
             raise RuntimeError(f"{run.label} failed (exit {code}); see {log}; rerun the same command to resume")
-        print(f"{head}: done in {time.time() - start:.0f} s", flush=True)
+        durations.append(time.time() - start)
+        print(f"{head}: done in {format_duration(durations[-1])}", flush=True)
 
 
 def check_inputs(dataset: str, configuration: str, plans: str) -> str:
@@ -132,12 +85,49 @@ def check_inputs(dataset: str, configuration: str, plans: str) -> str:
     return name
 
 
-def run_experiment(dataset: str, configuration: str, plans: str, folds: list[int], fractions: list[float], seed: int,
-                   pretrainer: str, finetuner: str, baseline: str, device: str) -> tuple[dict, dict[str, str]]:
-    """Runs (or finishes) the whole study, then compares the fine-tuned trainer with the baseline on every
-    fine-tuned fold; returns compare_and_report's (result, paths)."""
+def default_arms(pretrainer: str, finetuner: str, baseline: str, control: str | None = None,
+                 extra: list[tuple[str, str, str]] = ()) -> list[Arm]:
+    """The baseline first, then the optional schedule-matched scratch control, CMCL, and extra arms given as
+    (label, pretrainer, fine-tuning trainer)."""
+    arms = [Arm("baseline", baseline)] + ([Arm("scratch control", control)] if control else [])
+    return arms + [Arm("CMCL", finetuner, pretrainer)] + [Arm(label, tr, pre) for label, pre, tr in extra]
+
+
+def run_experiment(dataset: str, configuration: str, plans: str, folds: list[int], fractions: list[float] | None,
+                   seed: int, arms: list[Arm], device: str, train_seeds: list[int] | None = None,
+                   labeled: list[int] | None = None) -> tuple[str, list[Run]]:
+    """Runs (or finishes) every run of the study; returns (dataset name, runs). Label regimes are ``fractions``
+    of the folds' training cases, or ``labeled`` numbers of cases (fraction 1 if neither is given)."""
     name = check_inputs(dataset, configuration, plans)
-    runs, _ = plan_runs(name, configuration, plans, folds, fractions, seed, pretrainer, finetuner, baseline)
+    if labeled:
+        ensure_splits(name, configuration, plans)
+        fractions = list(dict.fromkeys((fractions or []) + labeled_fractions(name, folds, labeled)))
+    runs = plan_runs(name, configuration, plans, folds, fractions or [1.0], seed, arms, train_seeds)
     execute(runs, dataset, configuration, plans, device, join(str(nnUNet_results), name, "cmcl_logs"))
-    compared = sorted({r.fold for r in runs if r.fold != "all"}, key=int)
-    return compare_and_report(dataset, configuration, plans, baseline, finetuner, compared)
+    return name, runs
+
+
+def report_experiment(name: str, configuration: str, plans: str, runs: list[Run], arms: list[Arm],
+                      study: str = "experiment", missing: dict[str, str] | None = None) -> str:
+    """Statistics, tables and plots of the study's segmentation runs against the first arm, written to
+    <results>/<dataset>/cmcl_studies/<study>__<plans>__<configuration>/; returns the console text.
+    ``missing`` maps a condition name (e.g. 'missing T2') to the validation folder evaluated without it."""
+    from nnunet_cmcl.study.stats import class_names, learning_curves, load_records, study_statistics
+    from nnunet_cmcl.study.study_report import format_study_table, write_study_report
+
+    results = join(str(nnUNet_results), name)
+    records = [r.record() for r in runs if r.arm is not None]
+    result = study_statistics(load_records(results, plans, configuration, records), arms[0].label)
+    names = class_names(load_json(join(nnUNet_preprocessed, name, "dataset.json")))
+    by_condition = None
+    if missing:
+        largest = max(r["n_labeled"] for r in records)
+        at_all_labels = [r for r in records if r["n_labeled"] == largest]
+        by_condition = {"all modalities": result}
+        for condition, validation in missing.items():
+            by_condition[condition] = study_statistics(
+                load_records(results, plans, configuration, at_all_labels, validation), arms[0].label)
+    output = join(results, "cmcl_studies", f"{study}__{plans}__{configuration}")
+    paths = write_study_report(result, output, names, learning_curves(results, plans, configuration, records),
+                               by_condition)
+    return format_study_table(result, names) + f"\nwritten: {', '.join(paths.values())}"

@@ -19,14 +19,16 @@ import numpy as np
 from nnunet_cmcl.atomic import write_json_atomically
 from nnunet_cmcl.errors import CMCLInputError
 from nnunet_cmcl.naming import dataset_name
+from nnunet_cmcl.seeding import TRAIN_SEED_KEY
 
 SPLITS_FILE = "splits_final.json"
 SOURCE_KEY, FRACTION_KEY, SEED_KEY = "cmcl_source_fold", "cmcl_fraction", "cmcl_seed"
+SEEDED_FROM_KEY = "cmcl_seeded_from"  # a training-seed repeat of that fold; its seed is seeding.TRAIN_SEED_KEY
 
 
 def is_derived(split: dict) -> bool:
-    """True for a fold that was added here (a label-fraction subset of another fold)."""
-    return SOURCE_KEY in split
+    """True for a fold that was added here (a label-fraction subset or a training-seed repeat of another fold)."""
+    return SOURCE_KEY in split or SEEDED_FROM_KEY in split
 
 
 def subset_size(fraction: float, n: int) -> int:
@@ -74,8 +76,9 @@ def _source_folds(splits: list[dict], source_folds) -> list[int]:
             raise CMCLInputError(f"source fold {k!r} is not in splits_final.json (it has folds 0 to "
                                  f"{len(splits) - 1}); choose one of those")
         if is_derived(splits[k]):
-            raise CMCLInputError(f"fold {k} is itself a label-fraction fold of fold {splits[k][SOURCE_KEY]}; "
-                                 f"derive from fold {splits[k][SOURCE_KEY]} instead")
+            origin = splits[k].get(SOURCE_KEY, splits[k].get(SEEDED_FROM_KEY))
+            raise CMCLInputError(f"fold {k} is itself derived from fold {origin} (a label-fraction fold or a "
+                                 f"training-seed repeat); derive from fold {origin} instead")
         if not splits[k]["train"]:
             raise CMCLInputError(f"fold {k} has no training cases to subsample; choose a fold with training cases")
         if int(k) not in out:
@@ -97,8 +100,8 @@ def fraction_subset(train: list[str], fraction: float, seed: int, source_fold: i
     return sorted(pool[i] for i in chosen)
 
 
-def _fold_key(split: dict) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    return tuple(sorted(split["train"])), tuple(sorted(split["val"]))
+def _fold_key(split: dict) -> tuple:
+    return tuple(sorted(split["train"])), tuple(sorted(split["val"])), split.get(TRAIN_SEED_KEY)
 
 
 def add_label_fraction_folds(splits: list[dict], fractions: list[float], seed: int = 0,
@@ -129,6 +132,41 @@ def add_label_fraction_folds(splits: list[dict], fractions: list[float], seed: i
             descriptions.append({"fold": index[key], "source_fold": k, "fraction": f,
                                  "n_train": len(new["train"]), "seed": seed, "existed": existed})
     return out, descriptions
+
+
+def add_train_seed_folds(splits: list[dict], folds: list[int], seeds: list[int]) -> tuple[list[dict], dict]:
+    """Returns (new full splits list, {(fold, seed): fold index}): one repeat of each fold per training seed,
+    with the fold's 'train', 'val' and label-fraction keys, plus the seed. Existing repeats are reused; the input
+    list is not modified."""
+    _check_splits(splits)
+    seeds = [_check_seed(s) for s in dict.fromkeys(seeds)]
+    out = copy.deepcopy(splits)
+    index = {}
+    for i, s in enumerate(out):
+        index.setdefault(_fold_key(s), i)
+    mapping = {}
+    for fold in folds:
+        if SEEDED_FROM_KEY in out[fold]:
+            raise CMCLInputError(f"fold {fold} is already a training-seed repeat of fold {out[fold][SEEDED_FROM_KEY]}; "
+                                 f"repeat fold {out[fold][SEEDED_FROM_KEY]} instead")
+        for seed in seeds:
+            new = {**copy.deepcopy(out[fold]), SEEDED_FROM_KEY: fold, TRAIN_SEED_KEY: seed}
+            key = _fold_key(new)
+            if key not in index:
+                index[key] = len(out)
+                out.append(new)
+            mapping[(fold, seed)] = index[key]
+    return out, mapping
+
+
+def write_train_seed_folds(preprocessed_dataset_folder: str, folds: list[int], seeds: list[int]) -> dict:
+    """add_train_seed_folds on the folder's splits_final.json, written back atomically if anything was added."""
+    splits_file = os.path.join(preprocessed_dataset_folder, SPLITS_FILE)
+    splits = _read_splits(splits_file)
+    new, mapping = add_train_seed_folds(splits, folds, seeds)
+    if len(new) > len(splits):
+        write_json_atomically(new, splits_file)
+    return mapping
 
 
 def _read_splits(splits_file: str) -> list[dict]:

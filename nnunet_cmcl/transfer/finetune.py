@@ -18,6 +18,7 @@ from nnunet_cmcl.checkpoints import cmcl_record, load_checkpoint_safely, sha256
 from nnunet_cmcl.dist import unwrap
 from nnunet_cmcl.errors import CMCLInputError
 from nnunet_cmcl.overrides import apply_overrides
+from nnunet_cmcl.seeding import SeededTraining
 from nnunet_cmcl.transfer.schedule import WarmupPolyLRScheduler, warmup_iterations
 
 PRETRAINED_ENV = "nnUNet_CMCL_pretrained_weights"  # for runs started from Python instead of nnUNetv2_train
@@ -35,7 +36,7 @@ def pretrained_weights_path(argv: list[str] | None = None) -> str | None:
     return os.environ.get(PRETRAINED_ENV)
 
 
-class nnUNetTrainerCMCLFinetune(nnUNetTrainer):
+class nnUNetTrainerCMCLFinetune(SeededTraining, nnUNetTrainer):
     """Fine-tuning from a CMCL checkpoint: ``nnUNetv2_train D C F -tr nnUNetTrainerCMCLFinetune -pretrained_weights CKPT``."""
 
     # linear warm-up over this fraction of the schedule (at most max_warmup_epochs): the new decoder should not

@@ -22,3 +22,13 @@ class nnUNetTrainerCMCLFinetune_lr1e3(nnUNetTrainerCMCLFinetune):
 class nnUNetTrainerCMCLFinetune_lr1e3_scratch(nnUNetTrainerCMCLFinetune_lr1e3):
     """nnUNetTrainerCMCLFinetune_lr1e3's schedule from random weights (refuses -pretrained_weights)."""
     accepts_pretrained_weights = False
+
+
+class nnUNetTrainerCMCLFinetune_fromRecon(nnUNetTrainerCMCLFinetune):
+    """nnUNetTrainerCMCLFinetune in its own results folder, for checkpoints of reconstruction-only pretraining
+    (nnUNetTrainerCMCL_recon): a study compares the two pretrainings with one fine-tuning schedule."""
+
+
+class nnUNetTrainerCMCLFinetune_fromDAE(nnUNetTrainerCMCLFinetune):
+    """nnUNetTrainerCMCLFinetune in its own results folder, for checkpoints of CMCL + reconstruction
+    (nnUNetTrainerCMCL_DAE)."""

@@ -1,0 +1,159 @@
+"""The runs of a study: arms x label regimes x training seeds, as nnU-Net folds.
+
+- An arm is a segmentation trainer, started from random weights or from the final checkpoint of a pretraining
+  trainer. Every arm has its own trainer, hence its own results folder.
+- A label regime is a label-fraction fold of a source fold (``splits``): fewer labeled training cases, the same
+  validation cases. Fraction 1 is the source fold itself.
+- A training seed gives every fold a repeat in splits_final.json (``splits.add_train_seed_folds``), which the
+  trainers read (``seeding``). Without seeds the folds run unseeded, as nnU-Net runs them.
+- Pretraining runs per source fold and seed on that fold's training images (all of them, labeled or not), so it
+  never sees the images it is validated on (its retrieval monitor runs on them without gradients, and the
+  fine-tuning starts from the final checkpoint, not from the monitor's best).
+
+Runs are ordered seed by seed, so the first seed's complete table exists long before the last seed's runs end.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from batchgenerators.utilities.file_and_folder_operations import isfile, join, load_json, save_json
+from nnunetv2.paths import nnUNet_preprocessed, nnUNet_results
+from nnunetv2.utilities.crossval_split import generate_crossval_split
+
+from nnunet_cmcl.errors import CMCLInputError
+from nnunet_cmcl.naming import find_trainer_class, trainer_folder
+from nnunet_cmcl.study.splits import write_label_fraction_folds, write_train_seed_folds
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One line of the study's table: a segmentation trainer, from random weights or from a pretraining."""
+    label: str
+    trainer: str
+    pretrainer: str | None = None
+
+
+@dataclass
+class Run:
+    """One nnUNetv2_train call of the study; segmentation runs also say what the tables pair them by."""
+    label: str
+    trainer: str
+    fold: str
+    fold_folder: str
+    pretrained: str | None = None
+    arm: str | None = None
+    source_fold: int | None = None
+    fraction: float | None = None
+    n_labeled: int | None = None
+    seed: int | None = None
+
+    @property
+    def done_file(self) -> str:
+        """Exists once the run is complete (pretraining has no segmentation validation)."""
+        if self.arm is None:
+            return join(self.fold_folder, "checkpoint_final.pth")
+        return join(self.fold_folder, "validation", "summary.json")
+
+    def record(self) -> dict:
+        """What the study's statistics read of a segmentation run."""
+        return {"arm": self.arm, "trainer": self.trainer, "fold": int(self.fold), "source_fold": self.source_fold,
+                "fraction": self.fraction, "n_labeled": self.n_labeled, "seed": self.seed}
+
+
+def ensure_splits(name: str, configuration: str, plans: str) -> None:
+    """Writes nnU-Net's default 5-fold split (what its do_split would write: seed 12345) if there is none yet."""
+    splits_file = join(nnUNet_preprocessed, name, "splits_final.json")
+    if not isfile(splits_file):
+        from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
+
+        identifier = load_json(join(nnUNet_preprocessed, name, plans + ".json"))["configurations"][configuration][
+            "data_identifier"]
+        folder = join(nnUNet_preprocessed, name, identifier)
+        identifiers = sorted(infer_dataset_class(folder).get_identifiers(folder))
+        save_json(generate_crossval_split(identifiers, seed=12345, n_splits=5), splits_file)
+
+
+def fraction_folds(name: str, folds: list[int], fractions: list[float], seed: int) -> dict[tuple[int, float], int]:
+    """(source fold, fraction) -> fold index in splits_final.json; fraction 1.0 is the source fold itself."""
+    mapping = {(f, 1.0): f for f in folds if 1.0 in fractions}
+    partial = [x for x in fractions if x < 1.0]
+    if partial:
+        for d in write_label_fraction_folds(join(nnUNet_preprocessed, name), partial, seed, folds):
+            mapping[(d["source_fold"], d["fraction"])] = d["fold"]
+    return mapping
+
+
+def labeled_fractions(name: str, folds: list[int], labeled: list[int]) -> list[float]:
+    """Numbers of labeled cases -> the fractions of the source folds' training cases that keep exactly them
+    (``splits.subset_size`` rounds fraction x n back to the number). The folds must have equally many."""
+    splits = load_json(join(nnUNet_preprocessed, name, "splits_final.json"))
+    sizes = {len(splits[f]["train"]) for f in folds}
+    if len(sizes) != 1:
+        raise CMCLInputError(f"folds {folds} have different numbers of training cases ({sorted(sizes)}); give "
+                             f"--fractions instead of --labeled, or folds of equal size")
+    n = sizes.pop()
+    bad = [k for k in labeled if not 0 < k <= n]
+    if bad:
+        raise CMCLInputError(f"--labeled {bad}: a fold has {n} training cases; give numbers from 1 to {n}")
+    return [k / n if k < n else 1.0 for k in labeled]
+
+
+def check_arms(arms: list[Arm], train_seeds: list[int] | None) -> None:
+    """One trainer per arm (else two arms would share a results folder); with seeds, trainers that read them."""
+    labels, trainers = [a.label for a in arms], [a.trainer for a in arms]
+    for values, what in ((labels, "label"), (trainers, "trainer")):
+        twice = sorted({v for v in values if values.count(v) > 1})
+        if twice:
+            raise CMCLInputError(f"arms share the {what} {', '.join(twice)}; every arm needs its own {what} (a "
+                                 f"trainer is a results folder: subclass it under another name)")
+    for name in dict.fromkeys(trainers + [a.pretrainer for a in arms if a.pretrainer]):
+        cls = find_trainer_class(name)
+        if cls is None:
+            raise CMCLInputError(f"trainer {name} was not found among nnU-Net's, nnunet-cmcl's and nnUNet_extTrainer's "
+                                 f"trainers; check the name (`nnunet-cmcl trainers` lists the shipped ones)")
+        if train_seeds and not getattr(cls, "reads_train_seed", False):
+            raise CMCLInputError(f"{name} does not read training seeds, so its repeats would not be seeded; use "
+                                 f"nnUNetTrainerSeeded for nnU-Net's default trainer, or add "
+                                 f"nnunet_cmcl.seeding.SeededTraining to its bases")
+
+
+def _seed_text(seed: int | None) -> str:
+    return "" if seed is None else f", seed {seed}"
+
+
+def plan_runs(name: str, configuration: str, plans: str, folds: list[int], fractions: list[float], seed: int,
+              arms: list[Arm], train_seeds: list[int] | None = None) -> list[Run]:
+    """The runs of the study in order: per training seed, its pretrainings, then every arm on every regime."""
+    check_arms(arms, train_seeds)
+    results = join(nnUNet_results, name)
+
+    def folder(trainer: str, fold: int) -> str:
+        return join(trainer_folder(results, trainer, plans, configuration), f"fold_{fold}")
+
+    ensure_splits(name, configuration, plans)
+    regimes = fraction_folds(name, folds, fractions, seed)
+    splits_folder = join(nnUNet_preprocessed, name)
+    seeds: list[int | None] = list(dict.fromkeys(train_seeds)) if train_seeds else [None]
+    repeat = write_train_seed_folds(splits_folder, sorted(set(folds) | set(regimes.values())), seeds) \
+        if train_seeds else {(f, None): f for f in set(folds) | set(regimes.values())}
+    splits = load_json(join(splits_folder, "splits_final.json"))
+    pretrainers = list(dict.fromkeys(a.pretrainer for a in arms if a.pretrainer))
+    runs = []
+    for s in seeds:
+        pretrained = {}
+        for pretrainer in pretrainers:
+            for source in folds:
+                fold = repeat[(source, s)]
+                run = Run(f"pretraining, training images of fold {source}{_seed_text(s)} (fold {fold})", pretrainer,
+                          str(fold), folder(pretrainer, fold))
+                pretrained[(pretrainer, source)] = run.done_file
+                runs.append(run)
+        for (source, fraction), regime_fold in sorted(regimes.items()):
+            fold = repeat[(regime_fold, s)]
+            n_labeled = len(splits[regime_fold]["train"])
+            for arm in arms:
+                runs.append(Run(f"{arm.label}, fold {source} with {n_labeled} labeled cases{_seed_text(s)} (fold "
+                                f"{fold})", arm.trainer, str(fold), folder(arm.trainer, fold),
+                                pretrained[(arm.pretrainer, source)] if arm.pretrainer else None, arm.label, source,
+                                fraction, n_labeled, s))
+    return runs

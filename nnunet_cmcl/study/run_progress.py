@@ -1,0 +1,140 @@
+"""Progress and time left of a running ``nnUNetv2_train``, read from the files nnU-Net writes into its fold folder.
+
+nnU-Net's trainer appends to ``training_log_<Y>_<M>_<D>_<hh>_<mm>_<ss>.txt`` one line per message, each prefixed
+with ``<datetime>: `` and ending in `` \\n``: ``Epoch N`` when an epoch starts (0-based) and ``Epoch time: X s``
+when it ends. ``debug.json`` (written when training starts) holds every plain attribute of the trainer as a
+string, ``num_epochs`` among them. A run resumed with ``--c`` starts a new log file; the newest one counts.
+The files are read while nnU-Net writes them, so nothing here may fail on a half-written line or file.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+from dataclasses import dataclass
+from typing import Callable
+
+LOG_NAME = re.compile(r"^training_log_(\d+)_(\d+)_(\d+)_(\d+)_(\d+)_(\d+)\.txt$")
+EPOCH_START = re.compile(r": Epoch (\d+)\s*$")
+EPOCH_TIME = re.compile(r": Epoch time: (\d+(?:\.\d+)?) s\s*$")
+
+
+@dataclass(frozen=True)
+class RunProgress:
+    """Where one training run stands; ``epoch`` is None until nnU-Net logged its first epoch."""
+    epoch: int | None
+    num_epochs: int | None
+    epoch_seconds: float | None
+    seconds_left: float | None
+
+
+def newest_training_log(fold_folder: str) -> str | None:
+    """The newest training log of the folder, or None if there is none (yet)."""
+    try:
+        names = os.listdir(fold_folder)
+    except OSError:
+        return None
+    # nnU-Net does not zero-pad month and day, so the names are compared as numbers, not as text
+    stamped = [(tuple(int(n) for n in m.groups()), name) for name in names if (m := LOG_NAME.match(name))]
+    return os.path.join(fold_folder, max(stamped)[1]) if stamped else None
+
+
+def complete_lines(path: str) -> list[str]:
+    """The lines of ``path`` that end in a newline: a last line without one is still being written."""
+    try:
+        with open(path, errors="replace") as f:
+            text = f.read()
+    except OSError:
+        return []
+    return text.split("\n")[:-1]
+
+
+def read_num_epochs(fold_folder: str) -> int | None:
+    """``num_epochs`` from debug.json, or None if the file is absent, half-written or lacks it."""
+    try:
+        with open(os.path.join(fold_folder, "debug.json")) as f:
+            return int(json.load(f)["num_epochs"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def epochs_left(epoch: int, num_epochs: int, epoch_finished: bool) -> int:
+    """Epochs still to run, counting the one in progress as a whole one."""
+    return max(num_epochs - epoch - (1 if epoch_finished else 0), 0)
+
+
+def read_run_progress(fold_folder: str) -> RunProgress | None:
+    """The progress of the run writing into ``fold_folder``; None while it has no training log."""
+    log = newest_training_log(fold_folder)
+    if log is None:
+        return None
+    epoch, epoch_finished, times = None, False, []
+    for line in complete_lines(log):
+        if m := EPOCH_START.search(line):
+            epoch, epoch_finished = int(m.group(1)), False
+        elif m := EPOCH_TIME.search(line):
+            times.append(float(m.group(1)))
+            epoch_finished = True
+    num_epochs = read_num_epochs(fold_folder)
+    epoch_seconds = statistics.median(times) if times else None
+    seconds_left = None
+    if epoch is not None and num_epochs is not None and epoch_seconds is not None:
+        seconds_left = epochs_left(epoch, num_epochs, epoch_finished) * epoch_seconds
+    return RunProgress(epoch, num_epochs, epoch_seconds, seconds_left)
+
+
+def format_duration(seconds: float) -> str:
+    """``45 s``, ``12 min`` or ``2 h 05 min``."""
+    seconds = max(round(seconds), 0)
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes = round(seconds / 60)
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def describe(progress: RunProgress | None) -> str:
+    """One line such as ``epoch 12/50, 3.1 s/epoch, about 2 min left``; ``starting`` before the first epoch."""
+    if progress is None or progress.epoch is None:
+        return "starting"
+    text = f"epoch {progress.epoch}" + (f"/{progress.num_epochs}" if progress.num_epochs is not None else "")
+    if progress.epoch_seconds is not None:
+        text += f", {progress.epoch_seconds:.1f} s/epoch"
+    if progress.seconds_left is not None:
+        text += f", about {format_duration(progress.seconds_left)} left"
+    return text
+
+
+def study_seconds_left(done_seconds: list[float], remaining_runs: int, current_left: float | None) -> float | None:
+    """The whole study's time left: the current run's time left plus ``remaining_runs`` (the runs not started
+    yet) times the median duration of the finished runs.
+
+    Without a time left for the current run (no epoch timed yet) it counts as a whole run of median length.
+    None when that cannot be estimated: no finished run yet, and either no ``current_left`` or runs still to start.
+    """
+    if not done_seconds:
+        return current_left if remaining_runs == 0 else None
+    typical = statistics.median(done_seconds)
+    return (typical if current_left is None else current_left) + remaining_runs * typical
+
+
+def watch(process: subprocess.Popen, fold_folder: str, prefix: str, interval: float = 60.0,
+          print_fn: Callable[[str], object] = print, extra: Callable[[], str] = lambda: "") -> int:
+    """Waits for ``process``; every ``interval`` seconds prints ``<prefix>: <progress><extra()>`` when the run's
+    progress changed since the last line. Returns the process's exit code."""
+    last: object = object()  # differs from any progress, so the first check always prints
+    while True:
+        try:
+            return process.wait(timeout=interval)
+        except subprocess.TimeoutExpired:
+            pass
+        progress = read_run_progress(fold_folder)
+        if progress != last:
+            print_fn(f"{prefix}: {describe(progress)}{extra()}")
+            sys.stdout.flush()
+            last = progress
