@@ -1,91 +1,114 @@
-"""The study through nnU-Net's commands: seeded repeats, arms, per-fold pretraining, the report; and that a
-training seed reproduces a run exactly on the CPU."""
+"""The study through nnU-Net's commands, as the preset runs it at a tiny size: an unlabeled pool prepared with the
+study's plans, seeded repeats of every run, arms, per-fold pretraining, validation without each modality, the
+report; and that a training seed reproduces a run exactly on the CPU."""
 import json
 import os
-import shutil
+import re
+import subprocess
+import sys
 
 import pytest
 import torch
 from batchgenerators.utilities.file_and_folder_operations import join, load_json
 
-from conftest import nnunet_env, plan_and_preprocess, run
+from conftest import EXT_TRAINERS, run
 
 BASELINE, PRETRAINER, FINETUNER = "nnUNetTrainerSeeded_smoke", "nnUNetTrainerCMCL_smoke", \
     "nnUNetTrainerCMCLFinetune_smoke"
-DATASET = "Dataset502_StudyPhantom"
+STUDY, POOL, PLANS = "Dataset972_CMCLBrainStudy", "Dataset973_CMCLBrainPool", "nnUNetPlans_cpuStudy"
+TINY = f"""
+from nnunet_cmcl.study.plan import Arm
+from nnunet_cmcl.study.preset import Preset, run_study
+preset = Preset("tiny", dataset_id=972, pool_id=973, shape=(16, 20, 16), train_cases=4, val_cases=3, pool_cases=3,
+                configuration="2d", batch_size=4, labeled=(2,), train_seeds=(0, 1),
+                arms=(Arm("nnU-Net", "{BASELINE}"), Arm("CMCL", "{FINETUNER}", "{PRETRAINER}")))
+print(run_study(preset, WORKDIR))
+"""
 
 
 @pytest.fixture(scope="module")
-def study_env(tmp_path_factory) -> dict:
-    """A phantom of its own (dataset 502), so the folds this test adds leave other tests' splits alone; batches
-    drawn in the main process (nnUNet_n_proc_DA=0), where a seed fixes everything."""
-    from nnunet_cmcl.data.synthetic import write_phantom_dataset
-
-    env = nnunet_env(str(tmp_path_factory.mktemp("study")))
-    write_phantom_dataset(env["nnUNet_raw"], 502, name="StudyPhantom", num_cases=8, shape=(32, 32, 32), seed=3)
-    plan_and_preprocess(502, env)  # nnU-Net's planner needs nnUNet_n_proc_DA >= 1
-    return {**env, "nnUNet_n_proc_DA": "0", "nnUNet_CMCL_progress_interval": "2"}
-
-
-@pytest.fixture(scope="module")
-def experiment(study_env) -> str:
-    return run(["nnunet-cmcl", "experiment", "-d", "502", "--labeled", "2", "--train-seeds", "0", "1", "--baseline",
-                BASELINE, "--pretrainer", PRETRAINER, "--finetuner", FINETUNER, "-device", "cpu"], study_env).stdout
+def study(tmp_path_factory) -> tuple[dict, str]:
+    """The tiny study's nnU-Net environment and its output, batches drawn in the main process
+    (nnUNet_n_proc_DA=0), where a seed fixes everything."""
+    workdir = str(tmp_path_factory.mktemp("study"))
+    env = {**os.environ, "nnUNet_extTrainer": EXT_TRAINERS, "nnUNet_n_proc_DA": "0", "nnUNet_def_n_proc": "1",
+           "OMP_NUM_THREADS": "2", "nnUNet_CMCL_progress_interval": "2",
+           **{k: join(workdir, k) for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}}
+    proc = subprocess.run([sys.executable, "-c", TINY.replace("WORKDIR", repr(workdir))], env=env,
+                          capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return env, proc.stdout
 
 
-def _fold_folder(env: dict, trainer: str, fold: int) -> str:
-    return join(env["nnUNet_results"], DATASET, f"{trainer}__nnUNetPlans__3d_fullres", f"fold_{fold}")
+def _fold_folder(env: dict, dataset: str, trainer: str, fold: int) -> str:
+    return join(env["nnUNet_results"], dataset, f"{trainer}__{PLANS}__2d", f"fold_{fold}")
 
 
-def test_experiment_repeats_every_run_per_seed_and_reports_against_the_baseline(study_env, experiment):
-    splits = load_json(join(study_env["nnUNet_preprocessed"], DATASET, "splits_final.json"))
-    n_train = len(splits[0]["train"])
-    seeded = {(s.get("cmcl_seeded_from"), s["cmcl_train_seed"]): i for i, s in enumerate(splits)
-              if "cmcl_train_seed" in s}
-    regime = next(i for i, s in enumerate(splits) if s.get("cmcl_fraction") == 2 / n_train and "cmcl_train_seed" not in s)
+def _seeded(env: dict, dataset: str) -> dict:
+    splits = load_json(join(env["nnUNet_preprocessed"], dataset, "splits_final.json"))
+    return {(s["cmcl_seeded_from"], s["cmcl_train_seed"]): i for i, s in enumerate(splits) if "cmcl_train_seed" in s}
+
+
+def test_pretraining_sees_the_pool_and_training_images_but_no_validation_image(study):
+    env, _ = study
+    splits = load_json(join(env["nnUNet_preprocessed"], STUDY, "splits_final.json"))
+    pool = load_json(join(env["nnUNet_preprocessed"], POOL, "splits_final.json"))
+    for fold in pool:
+        assert set(splits[0]["train"]) <= set(fold["train"]) and not set(splits[0]["val"]) & set(fold["train"])
+        assert not set(splits[0]["val"]) & set(fold["val"])
+    for seed in (0, 1):
+        pretraining = _fold_folder(env, POOL, PRETRAINER, _seeded(env, POOL)[(0, seed)])
+        assert json.load(open(join(pretraining, "debug.json")))["train_seed"] == str(seed)
+        log = next(join(pretraining, f) for f in os.listdir(pretraining) if f.startswith("training_log"))
+        assert f"training seed {seed}" in open(log).read()
+
+
+def test_every_run_is_repeated_per_seed_and_reported_against_the_baseline(study):
+    env, out = study
+    splits = load_json(join(env["nnUNet_preprocessed"], STUDY, "splits_final.json"))
+    regime = next(i for i, s in enumerate(splits) if s.get("cmcl_fraction") == 0.5 and "cmcl_train_seed" not in s)
     assert len(splits[regime]["train"]) == 2 and splits[regime]["val"] == splits[0]["val"]
     for seed in (0, 1):
-        # pretraining on the source fold's training images only: its seeded repeat of fold 0
-        pretraining = _fold_folder(study_env, PRETRAINER, seeded[(0, seed)])
-        assert json.load(open(join(pretraining, "debug.json")))["train_seed"] == str(seed)
-        assert "training seed" in open(next(join(pretraining, f) for f in os.listdir(pretraining)
-                                            if f.startswith("training_log"))).read()
         for trainer in (BASELINE, FINETUNER):
-            fold = _fold_folder(study_env, trainer, seeded[(regime, seed)])
-            assert os.path.isfile(join(fold, "validation", "summary.json"))
+            fold = _fold_folder(env, STUDY, trainer, _seeded(env, STUDY)[(regime, seed)])
             assert json.load(open(join(fold, "debug.json")))["train_seed"] == str(seed)
-        source = json.load(open(join(_fold_folder(study_env, FINETUNER, seeded[(regime, seed)]), "debug.json")))
-        assert f"fold_{seeded[(0, seed)]}" in source["pretrained_source"]
-    assert "[experiment 6/6]" in experiment and "epoch" in experiment
-    report = join(study_env["nnUNet_results"], DATASET, "cmcl_studies", "experiment__nnUNetPlans__3d_fullres")
+            assert len(load_json(join(fold, "validation", "summary.json"))["metric_per_case"]) == 3
+            # without each modality: the first seed's models only
+            for modality in ("T1", "FLAIR"):
+                missing = join(fold, f"validation_missing_{modality}", "summary.json")
+                assert os.path.isfile(missing) == (seed == 0)
+        source = json.load(open(join(_fold_folder(env, STUDY, FINETUNER, _seeded(env, STUDY)[(regime, seed)]),
+                                     "debug.json")))["pretrained_source"]
+        assert f"{POOL}/{PRETRAINER}__{PLANS}__2d/fold_{_seeded(env, POOL)[(0, seed)]}" in source
+    assert "[study tiny 6/6]" in out and "[study] done" in out
+    # progress lines while a run trains (every 2 s here): its epoch out of the total, or that it is starting
+    assert re.search(r"\[study tiny \d/6\] [^\n]*\): (starting|epoch \d+/1)", out)
+    report = join(env["nnUNet_results"], STUDY, "cmcl_studies", f"preset_tiny__{PLANS}__2d")
     table = open(join(report, "study.md")).read()
-    assert "A/A" in table and "CMCL" in table and "structure_a" in table
-    result = json.load(open(join(report, "study.json")))
-    mean_cmcl = next(r for r in result["rows"] if r["class"] == "mean" and r["arm"] == "CMCL")
+    assert "A/A" in table and "CMCL" in table and "white_matter" in table and "missing T2" in table
+    rows = json.load(open(join(report, "study.json")))["rows"]
+    mean_cmcl = next(r for r in rows if r["class"] == "mean" and r["arm"] == "CMCL")
     assert mean_cmcl["n_labeled"] == 2 and {d["seed"] for d in mean_cmcl["seed_diffs"]} == {0, 1}
-    for name in ("dice_vs_labels.png", "learning_curves.png"):
+    for name in ("dice_vs_labels.png", "learning_curves.png", "missing_modality.png"):
         with open(join(report, name), "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
-    again = run(["nnunet-cmcl", "experiment", "-d", "502", "--labeled", "2", "--train-seeds", "0", "1", "--baseline",
-                 BASELINE, "--pretrainer", PRETRAINER, "--finetuner", FINETUNER, "-device", "cpu"], study_env).stdout
-    assert again.count("finished earlier, skipped") == 6
 
 
-def test_the_same_seed_reproduces_a_run_exactly_and_another_seed_does_not(study_env, experiment, tmp_path):
-    splits = load_json(join(study_env["nnUNet_preprocessed"], DATASET, "splits_final.json"))
-    folds = {s["cmcl_train_seed"]: i for i, s in enumerate(splits)
-             if "cmcl_train_seed" in s and "cmcl_fraction" in s}
-    first = _fold_folder(study_env, BASELINE, folds[0])
+def test_the_same_seed_reproduces_a_run_exactly_and_another_seed_does_not(study, tmp_path):
+    env, _ = study
+    splits = load_json(join(env["nnUNet_preprocessed"], STUDY, "splits_final.json"))
+    folds = {s["cmcl_train_seed"]: i for i, s in enumerate(splits) if "cmcl_train_seed" in s and "cmcl_fraction" in s}
+    first = _fold_folder(env, STUDY, BASELINE, folds[0])
     # the same fold again, into other results: nnU-Net's command, nothing shared but the data and the seed
-    env = {**study_env, "nnUNet_results": str(tmp_path)}
-    run(["nnUNetv2_train", "502", "3d_fullres", str(folds[0]), "-tr", BASELINE, "-device", "cpu"], env)
-    second = join(str(tmp_path), DATASET, f"{BASELINE}__nnUNetPlans__3d_fullres", f"fold_{folds[0]}")
+    again = {**env, "nnUNet_results": str(tmp_path)}
+    run(["nnUNetv2_train", "972", "2d", str(folds[0]), "-tr", BASELINE, "-p", PLANS, "-device", "cpu"], again)
+    second = join(str(tmp_path), STUDY, f"{BASELINE}__{PLANS}__2d", f"fold_{folds[0]}")
 
     def weights(folder):
         return torch.load(join(folder, "checkpoint_final.pth"), map_location="cpu", weights_only=False)[
             "network_weights"]
 
-    a, b, other = weights(first), weights(second), weights(_fold_folder(study_env, BASELINE, folds[1]))
+    a, b, other = weights(first), weights(second), weights(_fold_folder(env, STUDY, BASELINE, folds[1]))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], other[k]) for k in a)
     dice = [[c["metrics"] for c in load_json(join(f, "validation", "summary.json"))["metric_per_case"]]
@@ -93,7 +116,16 @@ def test_the_same_seed_reproduces_a_run_exactly_and_another_seed_does_not(study_
     assert dice[0] == dice[1]
 
 
-def test_baseline_without_seed_support_is_refused_before_any_run(study_env):
-    proc = run(["nnunet-cmcl", "experiment", "-d", "502", "--train-seeds", "0", "--baseline", "nnUNetTrainer_5epochs",
-                "--pretrainer", PRETRAINER, "--finetuner", FINETUNER, "-device", "cpu"], study_env, expect=2)
+def test_a_rerun_skips_what_finished_and_a_baseline_without_seeds_is_refused(study):
+    env, _ = study
+    out = run(["nnunet-cmcl", "experiment", "-d", "972", "-c", "2d", "-p", PLANS, "--labeled", "2", "--train-seeds",
+               "0", "1", "--baseline", BASELINE, "--pretrainer", PRETRAINER, "--finetuner", FINETUNER, "--pool", "973",
+               "-device", "cpu"], env).stdout
+    assert out.count("finished earlier, skipped") == 6 and "A/A" in out
+    proc = run(["nnunet-cmcl", "experiment", "-d", "972", "-c", "2d", "-p", PLANS, "--train-seeds", "0",
+                "--baseline", "nnUNetTrainer_5epochs", "--pretrainer", PRETRAINER, "--finetuner", FINETUNER,
+                "-device", "cpu"], env, expect=2)
     assert "does not read training seeds" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run(["nnunet-cmcl", "experiment", "-d", "972", "-c", "2d", "-p", PLANS, "--missing", "PET",
+                "-device", "cpu"], env, expect=2)
+    assert "--missing PET: not among the channels" in proc.stderr

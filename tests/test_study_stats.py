@@ -13,9 +13,8 @@ from nnunetv2.utilities.label_handling.label_handling import LabelManager
 
 from nnunet_cmcl.errors import CMCLInputError
 from nnunet_cmcl.naming import trainer_folder
-from nnunet_cmcl.study.compare import bootstrap_ci, overall_dice, wilcoxon_p
-from nnunet_cmcl.study.stats import (class_names, hierarchical_bootstrap_ci, learning_curves, load_records,
-                                     study_statistics)
+from nnunet_cmcl.study.compare import bootstrap_ci, class_names, overall_dice, wilcoxon_p
+from nnunet_cmcl.study.stats import hierarchical_bootstrap_ci, learning_curves, load_records, study_statistics
 from nnunet_cmcl.study.study_report import format_study_table, write_study_report
 
 PLANS, CONFIG = "nnUNetPlans", "3d_fullres"

@@ -62,6 +62,7 @@ class nnUNetTrainerCMCL(SeededTraining, nnUNetTrainer):
 
     cmcl_config = CMCLConfig()
     max_consecutive_nonfinite_steps = 20  # then stop: the data or the learning rate is broken, not one batch
+    plot_every = 1  # progress.png every this many epochs (and after the last)
     # set after nnU-Net's defaults, so a variant is one line: overrides = {"num_epochs": 100}
     overrides: dict = {}
 
@@ -297,7 +298,8 @@ class nnUNetTrainerCMCL(SeededTraining, nnUNetTrainer):
             self.best_retrieval = score
             self.print_to_log_file(f"New best validation retrieval top-1: {score:.4f}")
             self.save_checkpoint(os.path.join(self.output_folder, "checkpoint_best.pth"))
-        if self.local_rank == 0:
+        last = self.current_epoch + 1 == self.num_epochs
+        if self.local_rank == 0 and ((self.current_epoch + 1) % self.plot_every == 0 or last):
             plot_progress(self.logger.local_logger.my_fantastic_logging, self.output_folder)
         self.current_epoch += 1
 

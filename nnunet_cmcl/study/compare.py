@@ -22,6 +22,7 @@ from numbers import Integral
 
 import numpy as np
 from nnunetv2.utilities.file_path_utilities import convert_identifier_to_trainer_plans_config
+from nnunetv2.evaluation.evaluate_predictions import label_or_region_to_key
 from scipy.stats import wilcoxon
 
 from nnunet_cmcl.errors import CMCLInputError
@@ -108,14 +109,48 @@ def load_fold_summary(results_dataset_folder: str, trainer: str, plans: str, con
     return summary
 
 
-def file_ending_of(results_dataset_folder: str, trainer: str, plans: str, configuration: str) -> str | None:
-    """The file ending from the dataset.json nnU-Net copies into the trainer folder (None if absent)."""
+def dataset_json_of(results_dataset_folder: str, trainer: str, plans: str, configuration: str) -> dict:
+    """The dataset.json nnU-Net copies into the trainer folder ({} if absent or unreadable)."""
     path = os.path.join(trainer_folder(results_dataset_folder, trainer, plans, configuration), "dataset.json")
     try:
         with open(path) as fh:
-            return json.load(fh).get("file_ending")
-    except (OSError, json.JSONDecodeError, AttributeError):
-        return None
+            content = json.load(fh)
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return content if isinstance(content, dict) else {}
+
+
+def file_ending_of(results_dataset_folder: str, trainer: str, plans: str, configuration: str) -> str | None:
+    """The file ending from the dataset.json nnU-Net copies into the trainer folder (None if absent)."""
+    return dataset_json_of(results_dataset_folder, trainer, plans, configuration).get("file_ending")
+
+
+def _is_background(value) -> bool:
+    return (value == 0) if not isinstance(value, (list, tuple)) else all(int(v) == 0 for v in value)
+
+
+def class_names(dataset_json: dict) -> dict[str, str]:
+    """{class key as summary.json writes it: name}, background and the ignore label left out, "mean" -> "mean".
+
+    Like nnU-Net's LabelManager: regions are used when a label is a list of more than one label; then a list
+    becomes the key "(1, 2)" (str of a tuple, as evaluate_predictions writes it) and an int stays "1".
+    """
+    labels = dataset_json.get("labels") if isinstance(dataset_json, dict) else None
+    if not isinstance(labels, dict):
+        raise CMCLInputError("dataset.json has no 'labels' dict; give the dataset.json of the trained dataset")
+    regions = any(isinstance(v, (list, tuple)) and len(v) > 1 for v in labels.values())
+    names: dict[str, str] = {}
+    for name, value in labels.items():
+        if name == "ignore" or _is_background(value):
+            continue
+        if regions:
+            keys = [label_or_region_to_key(tuple(int(v) for v in value) if isinstance(value, (list, tuple))
+                                           else int(value))]
+        else:
+            keys = [label_or_region_to_key(int(v)) for v in (value if isinstance(value, (list, tuple)) else [value])]
+        for key in keys:
+            names[key] = f"{names[key]}/{name}" if key in names else str(name)
+    return {**names, MEAN: MEAN}
 
 
 # ---------------------------------------------------------------- pairing
@@ -268,8 +303,10 @@ def compare(results_dataset_folder: str, baseline: str, candidate: str, plans: s
     args = (plans, configuration)
     base = {f: load_fold_summary(results_dataset_folder, baseline, *args, f, validation) for f in folds}
     cand = {f: load_fold_summary(results_dataset_folder, candidate, *args, f, validation) for f in folds}
-    ending = (file_ending_of(results_dataset_folder, baseline, *args)
-              or file_ending_of(results_dataset_folder, candidate, *args))
+    dataset_json = (dataset_json_of(results_dataset_folder, baseline, *args)
+                    or dataset_json_of(results_dataset_folder, candidate, *args))
+    ending = dataset_json.get("file_ending")
+    names = class_names(dataset_json) if isinstance(dataset_json.get("labels"), dict) else {}
     pairs = paired_cases(base, cand, ending)
     classes = classes_of(pairs)
     for p in pairs:
@@ -282,7 +319,7 @@ def compare(results_dataset_folder: str, baseline: str, candidate: str, plans: s
             "candidate": candidate, "plans": plans, "configuration": configuration, "folds": folds,
             "validation": validation,
             "n_cases": len(pairs), "n_bootstrap": n_bootstrap, "seed": seed, "confidence_level": 0.95,
-            "file_ending": ending, "classes": classes, "rows": rows, "cases": pairs,
+            "file_ending": ending, "classes": classes, "class_names": names, "rows": rows, "cases": pairs,
             "definitions": _definitions()}
 
 

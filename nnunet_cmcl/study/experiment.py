@@ -23,7 +23,7 @@ PROGRESS_INTERVAL = float(os.environ.get("nnUNet_CMCL_progress_interval", "60"))
 
 
 def command_of(run: Run, dataset: str, configuration: str, plans: str, device: str) -> list[str]:
-    command = ["nnUNetv2_train", dataset, configuration, run.fold, "-tr", run.trainer, "-p", plans, "-device", device]
+    command = ["nnUNetv2_train", run.dataset or dataset, configuration, run.fold, "-tr", run.trainer, "-p", plans, "-device", device]
     if any(isfile(join(run.fold_folder, f)) for f in ("checkpoint_latest.pth", "checkpoint_final.pth")):
         # its weights are in the checkpoint (nnU-Net refuses --c with -pretrained_weights); a final checkpoint
         # without validation: --c runs the validation
@@ -95,24 +95,35 @@ def default_arms(pretrainer: str, finetuner: str, baseline: str, control: str | 
 
 def run_experiment(dataset: str, configuration: str, plans: str, folds: list[int], fractions: list[float] | None,
                    seed: int, arms: list[Arm], device: str, train_seeds: list[int] | None = None,
-                   labeled: list[int] | None = None) -> tuple[str, list[Run]]:
+                   labeled: list[int] | None = None, pool: str | None = None,
+                   study: str = "experiment") -> tuple[str, list[Run]]:
     """Runs (or finishes) every run of the study; returns (dataset name, runs). Label regimes are ``fractions``
     of the folds' training cases, or ``labeled`` numbers of cases (fraction 1 if neither is given)."""
     name = check_inputs(dataset, configuration, plans)
     if labeled:
         ensure_splits(name, configuration, plans)
         fractions = list(dict.fromkeys((fractions or []) + labeled_fractions(name, folds, labeled)))
-    runs = plan_runs(name, configuration, plans, folds, fractions or [1.0], seed, arms, train_seeds)
-    execute(runs, dataset, configuration, plans, device, join(str(nnUNet_results), name, "cmcl_logs"))
+    runs = plan_runs(name, configuration, plans, folds, fractions or [1.0], seed, arms, train_seeds,
+                     dataset_name(pool) if pool else None)
+    execute(runs, dataset, configuration, plans, device, join(str(nnUNet_results), name, "cmcl_logs"), study)
     return name, runs
 
 
+def _missing_runs(runs: list[Run], seeds: list | None) -> list[Run]:
+    """The segmentation runs validated without each modality: the all-labels regime, of ``seeds`` (None: all)."""
+    segmentation = [r for r in runs if r.arm is not None]
+    largest = max(r.n_labeled for r in segmentation)
+    return [r for r in segmentation if r.n_labeled == largest and (seeds is None or r.seed in seeds)]
+
+
 def report_experiment(name: str, configuration: str, plans: str, runs: list[Run], arms: list[Arm],
-                      study: str = "experiment", missing: dict[str, str] | None = None) -> str:
+                      study: str = "experiment", missing: dict[str, str] | None = None,
+                      missing_seeds: list | None = None) -> str:
     """Statistics, tables and plots of the study's segmentation runs against the first arm, written to
     <results>/<dataset>/cmcl_studies/<study>__<plans>__<configuration>/; returns the console text.
     ``missing`` maps a condition name (e.g. 'missing T2') to the validation folder evaluated without it."""
-    from nnunet_cmcl.study.stats import class_names, learning_curves, load_records, study_statistics
+    from nnunet_cmcl.study.compare import class_names
+    from nnunet_cmcl.study.stats import learning_curves, load_records, study_statistics
     from nnunet_cmcl.study.study_report import format_study_table, write_study_report
 
     results = join(str(nnUNet_results), name)
@@ -121,9 +132,9 @@ def report_experiment(name: str, configuration: str, plans: str, runs: list[Run]
     names = class_names(load_json(join(nnUNet_preprocessed, name, "dataset.json")))
     by_condition = None
     if missing:
-        largest = max(r["n_labeled"] for r in records)
-        at_all_labels = [r for r in records if r["n_labeled"] == largest]
-        by_condition = {"all modalities": result}
+        at_all_labels = [r.record() for r in _missing_runs(runs, missing_seeds)]
+        by_condition = {"all modalities": study_statistics(load_records(results, plans, configuration,
+                                                                         at_all_labels), arms[0].label)}
         for condition, validation in missing.items():
             by_condition[condition] = study_statistics(
                 load_records(results, plans, configuration, at_all_labels, validation), arms[0].label)
@@ -131,3 +142,28 @@ def report_experiment(name: str, configuration: str, plans: str, runs: list[Run]
     paths = write_study_report(result, output, names, learning_curves(results, plans, configuration, records),
                                by_condition)
     return format_study_table(result, names) + f"\nwritten: {', '.join(paths.values())}"
+
+
+def check_modalities(dataset: str, modalities: list[str]) -> None:
+    """Refuses, before any training, modality names that are not channels of the dataset."""
+    from nnunet_cmcl.naming import channel_list
+
+    channels = channel_list(load_json(join(nnUNet_preprocessed, dataset_name(dataset), "dataset.json"))[
+        "channel_names"])
+    unknown = [m for m in modalities if m not in channels]
+    if unknown:
+        raise CMCLInputError(f"--missing {' '.join(unknown)}: not among the channels {channels}; give channel names")
+
+
+def evaluate_missing_modalities(name: str, configuration: str, plans: str, runs: list[Run], modalities: list[str],
+                                device: str, seeds: list | None = None) -> dict[str, str]:
+    """Every segmentation run of the all-labels regime (of ``seeds``; None: all) validated once without each
+    modality, skipping those done; returns {'missing <modality>': validation folder name} for report_experiment."""
+    from nnunet_cmcl.study.missing import evaluate_missing
+
+    todo = [(r, m) for m in modalities for r in _missing_runs(runs, seeds)
+            if not isfile(join(r.fold_folder, f"validation_missing_{m}", "summary.json"))]
+    for i, (run, modality) in enumerate(todo, 1):
+        print(f"[missing {i}/{len(todo)}] {run.label} without {modality}", flush=True)
+        evaluate_missing(name, configuration, run.trainer, int(run.fold), modality, plans, device, quiet=True)
+    return {f"missing {m}": f"validation_missing_{m}" for m in modalities}

@@ -21,7 +21,7 @@ from nnunet_cmcl.naming import dataset_name, trainer_folder
 
 
 def evaluate_missing(dataset: str, configuration: str, trainer: str, fold: int, drop: str,
-                     plans: str = "nnUNetPlans", device: str = "cuda") -> str:
+                     plans: str = "nnUNetPlans", device: str = "cuda", quiet: bool = False) -> str:
     """Predicts and evaluates fold ``fold``'s validation cases without modality ``drop``; returns summary.json."""
     name = dataset_name(dataset)
     model_folder = trainer_folder(join(nnUNet_results, name), trainer, plans, configuration)
@@ -52,7 +52,8 @@ def evaluate_missing(dataset: str, configuration: str, trainer: str, fold: int, 
             logits = predictor.predict_sliding_window_return_logits(data).cpu()
             export_prediction_from_logits(logits, properties, predictor.configuration_manager,
                                           predictor.plans_manager, dataset_json, join(tmp, case))
-            print(f"[evaluate-missing] {case} predicted without {drop} ({i}/{len(cases.identifiers)})", flush=True)
+            if not quiet:
+                print(f"[evaluate-missing] {case} predicted without {drop} ({i}/{len(cases.identifiers)})", flush=True)
         labels = predictor.label_manager
         compute_metrics_on_folder(join(nnUNet_preprocessed, name, "gt_segmentations"), tmp, join(tmp, "summary.json"),
                                   predictor.plans_manager.image_reader_writer_class(), dataset_json["file_ending"],

@@ -46,6 +46,7 @@ class Run:
     fraction: float | None = None
     n_labeled: int | None = None
     seed: int | None = None
+    dataset: str | None = None  # where the run trains, when not the study's dataset (a pretraining pool)
 
     @property
     def done_file(self) -> str:
@@ -121,31 +122,41 @@ def _seed_text(seed: int | None) -> str:
     return "" if seed is None else f", seed {seed}"
 
 
-def plan_runs(name: str, configuration: str, plans: str, folds: list[int], fractions: list[float], seed: int,
-              arms: list[Arm], train_seeds: list[int] | None = None) -> list[Run]:
-    """The runs of the study in order: per training seed, its pretrainings, then every arm on every regime."""
-    check_arms(arms, train_seeds)
-    results = join(nnUNet_results, name)
+def _repeats(name: str, folds: set[int], train_seeds: list[int] | None) -> dict:
+    """{(fold, seed): fold index}: the seeded repeats of ``folds`` in the dataset's splits, or the folds."""
+    if not train_seeds:
+        return {(f, None): f for f in folds}
+    return write_train_seed_folds(join(nnUNet_preprocessed, name), sorted(folds), train_seeds)
 
-    def folder(trainer: str, fold: int) -> str:
-        return join(trainer_folder(results, trainer, plans, configuration), f"fold_{fold}")
+
+def plan_runs(name: str, configuration: str, plans: str, folds: list[int], fractions: list[float], seed: int,
+              arms: list[Arm], train_seeds: list[int] | None = None, pool: str | None = None) -> list[Run]:
+    """The runs of the study in order: per training seed, its pretrainings, then every arm on every regime.
+
+    ``pool``: pretrain on that dataset instead (prepared with the study dataset's plans by `prepare`); its fold k
+    must hold the unlabeled pool plus the training images of the study's fold k, and none of its validation
+    images."""
+    check_arms(arms, train_seeds)
+
+    def folder(trainer: str, fold: int, dataset: str = name) -> str:
+        return join(trainer_folder(join(nnUNet_results, dataset), trainer, plans, configuration), f"fold_{fold}")
 
     ensure_splits(name, configuration, plans)
     regimes = fraction_folds(name, folds, fractions, seed)
-    splits_folder = join(nnUNet_preprocessed, name)
     seeds: list[int | None] = list(dict.fromkeys(train_seeds)) if train_seeds else [None]
-    repeat = write_train_seed_folds(splits_folder, sorted(set(folds) | set(regimes.values())), seeds) \
-        if train_seeds else {(f, None): f for f in set(folds) | set(regimes.values())}
-    splits = load_json(join(splits_folder, "splits_final.json"))
+    repeat = _repeats(name, set(folds) | set(regimes.values()), train_seeds)
+    pool_repeat = _repeats(pool, set(folds), train_seeds) if pool else repeat
+    splits = load_json(join(nnUNet_preprocessed, name, "splits_final.json"))
     pretrainers = list(dict.fromkeys(a.pretrainer for a in arms if a.pretrainer))
     runs = []
     for s in seeds:
         pretrained = {}
         for pretrainer in pretrainers:
             for source in folds:
-                fold = repeat[(source, s)]
-                run = Run(f"pretraining, training images of fold {source}{_seed_text(s)} (fold {fold})", pretrainer,
-                          str(fold), folder(pretrainer, fold))
+                fold = pool_repeat[(source, s)]
+                images = f"the pool {pool} and " if pool else ""
+                run = Run(f"pretraining on {images}the training images of fold {source}{_seed_text(s)} (fold {fold})",
+                          pretrainer, str(fold), folder(pretrainer, fold, pool or name), dataset=pool)
                 pretrained[(pretrainer, source)] = run.done_file
                 runs.append(run)
         for (source, fraction), regime_fold in sorted(regimes.items()):

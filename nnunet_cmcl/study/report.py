@@ -43,13 +43,19 @@ def _fmt_p(p: float) -> str:
     return "n/a" if math.isnan(p) else ("<0.0001" if p < 1e-4 else f"{p:.4f}")
 
 
+def _class_label(result: dict, key: str) -> str:
+    """'1 (structure_a)' with the name from dataset.json, the key alone when there is none."""
+    name = result.get("class_names", {}).get(key)
+    return f"{key} ({name})" if name and name != key else key
+
+
 def format_table(result: dict) -> str:
     """The markdown table (one row per class, then "mean"), followed by the rows' notes if there are any."""
     head = "| class | baseline Dice | candidate Dice | diff | 95% CI | Wilcoxon p | W/T/L | n |"
     lines = [head, "|" + "---|" * 8]
     for r in result["rows"]:
         ci = f"[{_fmt(r['ci_low'], '+.4f')}, {_fmt(r['ci_high'], '+.4f')}]"
-        lines.append(f"| {r['class']} | {_fmt(r['baseline_dice'])} | {_fmt(r['candidate_dice'])} | "
+        lines.append(f"| {_class_label(result, r['class'])} | {_fmt(r['baseline_dice'])} | {_fmt(r['candidate_dice'])} | "
                      f"{_fmt(r['diff'], '+.4f')} | {ci} | {_fmt_p(r['p_wilcoxon'])} | "
                      f"{r['wins']}/{r['ties']}/{r['losses']} | {r['n']} |")
     notes = [f"- {r['class']}: {r['note']}" for r in result["rows"] if r["note"]]
@@ -127,7 +133,7 @@ def _boxes(ax, result: dict) -> None:
             ax.boxplot(data, positions=positions, widths=0.35, patch_artist=True,
                        boxprops={"facecolor": color, "alpha": 0.5}, medianprops={"color": "black"})
         ax.plot([], [], "s", color=color, alpha=0.5, label=result[side])
-    ax.set_xticks(range(len(labels)), labels)
+    ax.set_xticks(range(len(labels)), [_class_label(result, k) for k in labels], fontsize=8)
     ax.set_xlim(-0.7, len(labels) - 0.3)
     ax.set_xlabel("class")
     ax.set_ylabel("Dice per case")

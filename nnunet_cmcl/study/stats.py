@@ -31,8 +31,8 @@ from nnunetv2.evaluation.evaluate_predictions import label_or_region_to_key
 from nnunet_cmcl.checkpoints import load_checkpoint_safely
 from nnunet_cmcl.errors import CMCLInputError
 from nnunet_cmcl.naming import trainer_folder
-from nnunet_cmcl.study.compare import (MEAN, TIE, _cases_of, bootstrap_ci, classes_of, file_ending_of,
-                                       load_fold_summary, normalize_fold, overall_dice, wilcoxon_p)
+from nnunet_cmcl.study.compare import (MEAN, TIE, _cases_of, bootstrap_ci, classes_of,
+                                       file_ending_of, load_fold_summary, normalize_fold, overall_dice, wilcoxon_p)
 
 RUN_KEYS = ("arm", "trainer", "fold", "source_fold", "n_labeled")
 CONVERGENCE_TOLERANCE = 0.01
@@ -349,33 +349,3 @@ def learning_curves(results_dataset_folder: str, plans: str, configuration: str,
         curves.append({**run, **lists, "checkpoint": path, "epochs": len(lists["ema_fg_dice"]),
                        "converged": converged, "last_fifth_change": change, "last_fifth_range": spread})
     return curves
-
-
-# ---------------------------------------------------------------- class names
-
-def _is_background(value) -> bool:
-    return (value == 0) if not isinstance(value, (list, tuple)) else all(int(v) == 0 for v in value)
-
-
-def class_names(dataset_json: dict) -> dict[str, str]:
-    """{class key as summary.json writes it: name}, background and the ignore label left out, "mean" -> "mean".
-
-    Like nnU-Net's LabelManager: regions are used when a label is a list of more than one label; then a list
-    becomes the key "(1, 2)" (str of a tuple, as evaluate_predictions writes it) and an int stays "1".
-    """
-    labels = dataset_json.get("labels") if isinstance(dataset_json, dict) else None
-    if not isinstance(labels, dict):
-        raise CMCLInputError("dataset.json has no 'labels' dict; give the dataset.json of the trained dataset")
-    regions = any(isinstance(v, (list, tuple)) and len(v) > 1 for v in labels.values())
-    names: dict[str, str] = {}
-    for name, value in labels.items():
-        if name == "ignore" or _is_background(value):
-            continue
-        if regions:
-            keys = [label_or_region_to_key(tuple(int(v) for v in value) if isinstance(value, (list, tuple))
-                                           else int(value))]
-        else:
-            keys = [label_or_region_to_key(int(v)) for v in (value if isinstance(value, (list, tuple)) else [value])]
-        for key in keys:
-            names[key] = f"{names[key]}/{name}" if key in names else str(name)
-    return {**names, MEAN: MEAN}

@@ -7,35 +7,10 @@ import os
 import sys
 
 from nnunet_cmcl import __version__
+from nnunet_cmcl.cli.arguments import (check_paths, dataset_arguments, device_argument, pretraining_trainer_argument,
+                                      target_arguments)
+from nnunet_cmcl.cli.study_commands import _add_demo, _add_experiment, _add_study
 from nnunet_cmcl.errors import CMCLInputError
-
-DEVICES = ("cuda", "cpu", "mps")
-
-
-# ---------------------------------------------------------------- arguments shared by several commands
-
-def _dataset_arguments(p: argparse.ArgumentParser, dataset_help: str) -> None:
-    p.add_argument("-d", required=True, help=dataset_help)
-    p.add_argument("-c", default="3d_fullres", help="configuration (default 3d_fullres)")
-    p.add_argument("-p", default="nnUNetPlans", help="plans identifier (default nnUNetPlans)")
-
-
-def _target_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", help="a checkpoint_*.pth")
-    p.add_argument("-d", required=True, help="target dataset name or id")
-    p.add_argument("-c", required=True, help="target configuration, e.g. 3d_fullres")
-    p.add_argument("-p", default="nnUNetPlans", help="target plans identifier (default nnUNetPlans)")
-
-
-def _pretraining_trainer_argument(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-tr", default="nnUNetTrainerCMCL",
-                   help="pretraining trainer the plans are sized for (default nnUNetTrainerCMCL; "
-                        "nnUNetTrainerCMCL_DAE also runs the decoder, so it gets a smaller batch)")
-
-
-def _device_argument(p: argparse.ArgumentParser, default: str = "cuda") -> None:
-    p.add_argument("-device", "--device", default=default, choices=DEVICES)
-
 
 # ---------------------------------------------------------------- trainers and checkpoints
 
@@ -80,7 +55,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 def _add_verify(sub) -> None:
     p = sub.add_parser("verify", help="test-load a checkpoint into a target dataset's network; list what transfers")
-    _target_arguments(p)
+    target_arguments(p)
     p.set_defaults(func=_cmd_verify)
 
 
@@ -102,7 +77,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 def _add_export(sub) -> None:
     p = sub.add_parser("export", help="adapt a checkpoint to a target dataset (channels mapped by name)")
-    _target_arguments(p)
+    target_arguments(p)
     p.add_argument("-o", required=True, help="output .pth")
     p.set_defaults(func=_cmd_export)
 
@@ -127,7 +102,7 @@ def _add_prepare(sub) -> None:
     p.add_argument("-p", default=None, help="plans identifier of the target (default nnUNetPlans)")
     p.add_argument("-pl", default=None, help=argparse.SUPPRESS)  # deprecated alias of -p (nnU-Net's -pl is a planner)
     p.add_argument("-np", type=int, default=4, help="preprocessing processes (default 4)")
-    _pretraining_trainer_argument(p)
+    pretraining_trainer_argument(p)
     p.set_defaults(func=_cmd_prepare)
 
 
@@ -148,8 +123,8 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
 
 def _add_pretrain_plans(sub) -> None:
     p = sub.add_parser("pretrain-plans", help="write <plans>_CMCL: the target's plans with a batch sized for CMCL")
-    _dataset_arguments(p, "dataset name or id (preprocessed)")
-    _pretraining_trainer_argument(p)
+    dataset_arguments(p, "dataset name or id (preprocessed)")
+    pretraining_trainer_argument(p)
     p.set_defaults(func=_cmd_pretrain_plans)
 
 
@@ -184,7 +159,7 @@ def _cmd_splits(args: argparse.Namespace) -> int:
 
 def _add_compare(sub) -> None:
     p = sub.add_parser("compare", help="paired comparison of two trainers on the same folds: table, plot, statistics")
-    _dataset_arguments(p, "dataset name or id")
+    dataset_arguments(p, "dataset name or id")
     p.add_argument("--baseline", default="nnUNetTrainer", help="baseline trainer (default nnUNetTrainer)")
     p.add_argument("--candidate", default="nnUNetTrainerCMCLFinetune", help="candidate trainer")
     p.add_argument("--folds", nargs="+", default=None, help="folds (default: all folds both trainers have)")
@@ -215,11 +190,11 @@ def _print_comparison(result: dict, paths: dict[str, str]) -> None:
 def _add_evaluate_missing(sub) -> None:
     p = sub.add_parser("evaluate-missing", help="a fold's validation with one modality removed (nnU-Net's predictor "
                                                 "and evaluator)")
-    _dataset_arguments(p, "dataset name or id")
+    dataset_arguments(p, "dataset name or id")
     p.add_argument("-tr", required=True, help="trainer")
     p.add_argument("-f", type=int, required=True, help="fold")
     p.add_argument("--drop", required=True, help="modality (channel name) to remove, e.g. T2")
-    _device_argument(p)
+    device_argument(p)
     p.set_defaults(func=_cmd_evaluate_missing)
 
 
@@ -228,46 +203,6 @@ def _cmd_evaluate_missing(args: argparse.Namespace) -> int:
 
     summary = evaluate_missing(args.d, args.c, args.tr, args.f, args.drop, args.p, args.device)
     print(f"written {summary}; compare trainers on it with --validation validation_missing_{args.drop}")
-    return 0
-
-
-def _add_experiment(sub) -> None:
-    p = sub.add_parser("experiment", help="the whole study: per training seed, pretraining per fold on its training "
-                                          "images, then every arm per fold and label regime, then the report "
-                                          "(skips finished runs, resumes stopped ones)")
-    _dataset_arguments(p, "dataset name or id (planned and preprocessed)")
-    p.add_argument("--folds", type=int, nargs="+", default=[0], help="folds (default 0)")
-    p.add_argument("--fractions", type=float, nargs="+", default=None,
-                   help="label fractions, 1 = the whole fold (default 1 unless --labeled is given)")
-    p.add_argument("--labeled", type=int, nargs="+", default=None,
-                   help="label regimes as numbers of labeled training cases (e.g. 2 4 16)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the label-fraction subsets (default 0)")
-    p.add_argument("--train-seeds", type=int, nargs="+", default=None,
-                   help="repeat every training run once per seed (seeded trainers; e.g. 0 1 2)")
-    p.add_argument("--pretrainer", default="nnUNetTrainerCMCL")
-    p.add_argument("--finetuner", default="nnUNetTrainerCMCLFinetune")
-    p.add_argument("--baseline", default="nnUNetTrainer",
-                   help="the arm the others are compared with (default nnUNetTrainer; nnUNetTrainerSeeded with "
-                        "--train-seeds)")
-    p.add_argument("--control", default=None,
-                   help="a schedule-matched scratch control arm, e.g. nnUNetTrainerCMCLFinetune_scratch")
-    p.add_argument("--arm", nargs=3, action="append", default=[], metavar=("LABEL", "PRETRAINER", "FINETUNER"),
-                   help="a further pretrained arm, e.g. reconstruction nnUNetTrainerCMCL_recon "
-                        "nnUNetTrainerCMCLFinetune_fromRecon (repeatable)")
-    _device_argument(p)
-    p.set_defaults(func=_cmd_experiment)
-
-
-def _cmd_experiment(args: argparse.Namespace) -> int:
-    from nnunet_cmcl.study.experiment import default_arms, report_experiment, run_experiment
-
-    baseline = args.baseline
-    if args.train_seeds and baseline == "nnUNetTrainer":  # the default: nnU-Net's trainer reads no seed
-        baseline = "nnUNetTrainerSeeded"
-    arms = default_arms(args.pretrainer, args.finetuner, baseline, args.control, [tuple(a) for a in args.arm])
-    name, runs = run_experiment(args.d, args.c, args.p, args.folds, args.fractions, args.seed, arms, args.device,
-                                args.train_seeds, args.labeled)
-    print(report_experiment(name, args.c, args.p, runs, arms))
     return 0
 
 
@@ -321,47 +256,11 @@ def _cmd_check_data(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_demo(sub) -> None:
-    p = sub.add_parser("demo", help="from nothing to a comparison on built-in data, on the CPU (about 20 min)")
-    p.add_argument("--workdir", default="cmcl_demo", help="folder for nnU-Net's data and results (default cmcl_demo)")
-    p.add_argument("--kind", default="brain", choices=("brain", "phantom"), help="built-in dataset (default brain)")
-    p.add_argument("--cases", type=int, default=20)
-    p.add_argument("--fraction", type=float, default=0.25, help="label fraction of fold 0 (default 0.25)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    p.set_defaults(func=_cmd_demo)
-
-
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from nnunet_cmcl.study.demo import run_demo
-
-    run_demo(args.workdir, args.kind, args.cases, args.fraction, args.seed, args.device)
-    return 0
-
-
 # ---------------------------------------------------------------- the command
 
 COMMANDS = (_add_trainer_path, _add_trainers, _add_inspect, _add_verify, _add_export, _add_prepare,
             _add_pretrain_plans, _add_splits, _add_compare, _add_evaluate_missing, _add_experiment, _add_synth,
-            _add_check_data, _add_demo)
-
-# nnU-Net's folders each command reads or writes, checked before any work
-NEEDED_PATHS = {"verify": ("nnUNet_preprocessed",), "export": ("nnUNet_preprocessed",),
-                "prepare": ("nnUNet_raw", "nnUNet_preprocessed"), "pretrain-plans": ("nnUNet_preprocessed",),
-                "splits": ("nnUNet_preprocessed",), "compare": ("nnUNet_results",),
-                "evaluate-missing": ("nnUNet_preprocessed", "nnUNet_results"),
-                "experiment": ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"), "check-data": ("nnUNet_raw",)}
-
-
-def check_paths(command: str) -> None:
-    for name in NEEDED_PATHS.get(command, ()):
-        value = os.environ.get(name)
-        if not value:
-            raise CMCLInputError(f"{name} is not set; export {name}=/path/to/{name} as nnU-Net's "
-                                 f"documentation/set_environment_variables.md describes")
-        if not os.path.isdir(value):
-            raise CMCLInputError(f"{name}={value} is not a folder; create it or correct the path")
-
+            _add_check_data, _add_demo, _add_study)
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(

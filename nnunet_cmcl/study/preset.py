@@ -1,0 +1,190 @@
+"""`nnunet-cmcl study --preset cpu`: the whole study on built-in data, on 2 CPU cores, resumable, one command.
+
+Data: a simulated multi-modal brain dataset (T1, T2, FLAIR; CSF, grey and white matter) with one fold of
+``train_cases`` training and ``val_cases`` validation cases, and an unlabeled pool of ``pool_cases`` more subjects,
+preprocessed with the study dataset's plans by `prepare`. Pretraining sees the pool plus the fold's training
+images, never its validation images. Arms: nnU-Net's default trainer (seeded), the fine-tuning schedule from
+random weights, and fine-tuning from CMCL, from reconstruction only and from CMCL + reconstruction; label
+regimes of a few labeled cases and all of them; three training seeds; every all-labels model also validated
+without each modality. Budgets and sizes: docs/study.md says how they were measured.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import dataclass
+
+from nnunet_cmcl.study.plan import Arm
+
+STUDY_PLANS = "nnUNetPlans_cpuStudy"  # nnU-Net's plans with the 2d batch that fits the budget (see docs/study.md)
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    dataset_id: int
+    pool_id: int
+    shape: tuple[int, int, int]
+    train_cases: int
+    val_cases: int
+    pool_cases: int
+    configuration: str
+    batch_size: int
+    labeled: tuple[int, ...]
+    train_seeds: tuple[int, ...]
+    arms: tuple[Arm, ...]
+    modalities: tuple[str, ...] = ("T1", "T2", "FLAIR")  # the brain dataset's channels
+
+    @property
+    def pool_monitor_cases(self) -> int:
+        """The pool's own cases that monitor pretraining retrieval (its validation), never trained on."""
+        return max(1, min(4, self.pool_cases // 4))
+
+
+CPU_ARMS = (Arm("nnU-Net", "nnUNetTrainerSeeded_cpuStudy"),
+            Arm("scratch (same schedule)", "nnUNetTrainerCMCLFinetune_cpuStudy_scratch"),
+            Arm("CMCL", "nnUNetTrainerCMCLFinetune_cpuStudy", "nnUNetTrainerCMCL_cpuStudy"),
+            Arm("reconstruction", "nnUNetTrainerCMCLFinetune_cpuStudy_fromRecon", "nnUNetTrainerCMCL_recon_cpuStudy"),
+            Arm("CMCL + reconstruction", "nnUNetTrainerCMCLFinetune_cpuStudy_fromDAE",
+                "nnUNetTrainerCMCL_DAE_cpuStudy"))
+
+CPU = Preset("cpu", dataset_id=970, pool_id=971, shape=(32, 40, 32), train_cases=16, val_cases=24, pool_cases=32,
+             configuration="2d", batch_size=16, labeled=(2, 4, 16), train_seeds=(0, 1, 2), arms=CPU_ARMS)
+PRESETS = {"cpu": CPU}
+
+
+def _step(text: str) -> None:
+    print(f"[study] {text}", flush=True)
+
+
+def _case_ids(name: str, count: int, start: int = 0) -> list[str]:
+    return [f"{name}_{i:03d}" for i in range(start, start + count)]
+
+
+def write_data(preset: Preset) -> tuple[str, str]:
+    """The study dataset and the pool in nnUNet_raw (kept if they exist); returns their names."""
+    from nnunet_cmcl.data.synthetic import write_brain_dataset
+    from nnunet_cmcl.naming import dataset_name
+
+    raw = os.environ["nnUNet_raw"]
+    if not any(d.startswith(f"Dataset{preset.dataset_id}_") for d in os.listdir(raw)):
+        write_brain_dataset(raw, preset.dataset_id, "CMCLBrainStudy", preset.train_cases + preset.val_cases,
+                            preset.shape, seed=0)  # 'case i' depends on (seed, i) only: the same subjects each time
+    if not any(d.startswith(f"Dataset{preset.pool_id}_") for d in os.listdir(raw)):
+        pool = write_brain_dataset(raw, preset.pool_id, "CMCLBrainPool", preset.pool_cases, preset.shape, seed=1,
+                                   with_labels=False)
+        _add_training_images(preset, os.path.join(raw, dataset_name(preset.dataset_id)), pool)
+    return dataset_name(preset.dataset_id), dataset_name(preset.pool_id)
+
+
+def _add_training_images(preset: Preset, study_folder: str, pool_folder: str) -> None:
+    """The study fold's training images (not its labels) into the pool: pretraining sees them as unlabeled data."""
+    import json
+
+    images = os.path.join(study_folder, "imagesTr")
+    for case in _case_ids("CMCLBrainStudy", preset.train_cases):
+        for channel in range(len(preset.modalities)):
+            file = f"{case}_{channel:04d}.nii.gz"
+            shutil.copyfile(os.path.join(images, file), os.path.join(pool_folder, "imagesTr", file))
+    path = os.path.join(pool_folder, "dataset.json")
+    with open(path) as f:
+        dataset_json = json.load(f)
+    dataset_json["numTraining"] = preset.pool_cases + preset.train_cases
+    with open(path, "w") as f:
+        json.dump(dataset_json, f, indent=2)
+
+
+def preprocess(preset: Preset, study: str, pool: str) -> None:
+    """nnU-Net's planning and preprocessing of the study dataset, the study plans, the splits, and the pool
+    prepared with the study dataset's plans (each step skipped when its output exists)."""
+    import subprocess
+    import sys
+
+    from batchgenerators.utilities.file_and_folder_operations import isfile, join, load_json, save_json
+    from nnunetv2.paths import nnUNet_preprocessed
+
+    folder = join(nnUNet_preprocessed, study)
+    if not isfile(join(folder, "nnUNetPlans.json")):
+        exe = os.path.join(os.path.dirname(sys.executable), "nnUNetv2_plan_and_preprocess")
+        # nnU-Net's planner sets torch's thread count from nnUNet_n_proc_DA and fails on 0
+        env = {**os.environ, "nnUNet_n_proc_DA": str(max(1, int(os.environ.get("nnUNet_n_proc_DA", "1"))))}
+        subprocess.run([exe, "-d", str(preset.dataset_id), "-c", preset.configuration, "-np", "2", "-npfp", "2",
+                        "--no_pbar"], check=True, stdout=subprocess.DEVNULL, env=env)
+    if not isfile(join(folder, STUDY_PLANS + ".json")):
+        plans = load_json(join(folder, "nnUNetPlans.json"))
+        plans["plans_name"] = STUDY_PLANS
+        plans["configurations"][preset.configuration]["batch_size"] = preset.batch_size  # data_identifier kept
+        save_json(plans, join(folder, STUDY_PLANS + ".json"), sort_keys=False)
+    ids = _case_ids("CMCLBrainStudy", preset.train_cases + preset.val_cases)
+    if not isfile(join(folder, "splits_final.json")):
+        save_json([{"train": ids[:preset.train_cases], "val": ids[preset.train_cases:]}],
+                  join(folder, "splits_final.json"))
+    pool_folder = join(nnUNet_preprocessed, pool)
+    if not isfile(join(pool_folder, "splits_final.json")):
+        from nnunet_cmcl.transfer.prepare import prepare
+
+        prepare(study, pool, preset.configuration, STUDY_PLANS, 2, "nnUNetTrainerCMCL")
+        pool_ids, monitor = _case_ids("CMCLBrainPool", preset.pool_cases), preset.pool_monitor_cases
+        # the pool's own last cases monitor retrieval; the study's validation images are nowhere in the pool
+        save_json([{"train": pool_ids[:-monitor] + ids[:preset.train_cases], "val": pool_ids[-monitor:]}],
+                  join(pool_folder, "splits_final.json"))
+
+
+def run_study(preset: Preset | str, workdir: str, device: str = "cpu") -> str:
+    """Runs (or finishes) the preset's study in ``workdir``; returns the report's console text."""
+    start = time.time()
+    preset = PRESETS[preset] if isinstance(preset, str) else preset
+    workdir = os.path.abspath(workdir)
+    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        os.environ[name] = os.path.join(workdir, name)
+        os.makedirs(os.environ[name], exist_ok=True)
+    os.environ.setdefault("nnUNet_n_proc_DA", "1")  # one seeded worker per loader: reproducible on the CPU
+    os.environ.setdefault("nnUNet_compile", "false")
+    # imported once the nnUNet_* variables are set: nnU-Net reads them when its modules are imported
+    from nnunet_cmcl.study.experiment import evaluate_missing_modalities, report_experiment, run_experiment
+
+    _step("1/4 data: the study dataset and the unlabeled pool")
+    study, pool = write_data(preset)
+    _step("2/4 planning, preprocessing, splits, the pool prepared with the study's plans")
+    preprocess(preset, study, pool)
+    _step(f"3/4 training: {len(preset.arms)} arms x {len(preset.labeled)} label regimes x "
+          f"{len(preset.train_seeds)} seeds, and the pretrainings")
+    arms = list(preset.arms)
+    name, runs = run_experiment(study, preset.configuration, STUDY_PLANS, [0], None, 0, arms, device,
+                                list(preset.train_seeds), list(preset.labeled), pool, f"study {preset.name}")
+    _step("4/4 validation without each modality, then the report")
+    # the first seed only: the other seeds would triple the cost and the table already has their noise floor
+    seeds = list(preset.train_seeds[:1])
+    missing = evaluate_missing_modalities(name, preset.configuration, STUDY_PLANS, runs, list(preset.modalities),
+                                          device, seeds)
+    text = report_experiment(name, preset.configuration, STUDY_PLANS, runs, arms, f"preset_{preset.name}", missing,
+                             seeds)
+    _step(f"done in {time.time() - start:.0f} s")
+    return text
+
+
+GPU_ARMS = (Arm("nnU-Net", "nnUNetTrainerSeeded"),
+            Arm("scratch (same schedule)", "nnUNetTrainerCMCLFinetune_scratch"),
+            Arm("CMCL", "nnUNetTrainerCMCLFinetune", "nnUNetTrainerCMCL"),
+            Arm("reconstruction", "nnUNetTrainerCMCLFinetune_fromRecon", "nnUNetTrainerCMCL_recon"),
+            Arm("CMCL + reconstruction", "nnUNetTrainerCMCLFinetune_fromDAE", "nnUNetTrainerCMCL_DAE"))
+
+
+def run_gpu_study(dataset: str, configuration: str = "3d_fullres", plans: str = "nnUNetPlans",
+                  device: str = "cuda") -> str:
+    """The same study on a planned and preprocessed dataset of the user's with nnU-Net's budgets (1000 epochs):
+    5 folds, all labels and 10 % of them, 3 training seeds, every arm, every modality left out once."""
+    from batchgenerators.utilities.file_and_folder_operations import join, load_json
+    from nnunetv2.paths import nnUNet_preprocessed
+
+    from nnunet_cmcl.naming import channel_list, dataset_name
+    from nnunet_cmcl.study.experiment import evaluate_missing_modalities, report_experiment, run_experiment
+
+    arms = list(GPU_ARMS)
+    name, runs = run_experiment(dataset, configuration, plans, [0, 1, 2, 3, 4], [1.0, 0.1], 0, arms, device,
+                                [0, 1, 2], study="study gpu")
+    modalities = channel_list(load_json(join(nnUNet_preprocessed, dataset_name(dataset), "dataset.json"))[
+        "channel_names"])
+    missing = evaluate_missing_modalities(name, configuration, plans, runs, modalities, device)
+    return report_experiment(name, configuration, plans, runs, arms, "preset_gpu", missing)

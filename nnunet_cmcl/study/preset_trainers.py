@@ -1,0 +1,82 @@
+"""The CPU study preset's trainers: the shipped arms with budgets that fit the preset into about 150 minutes on
+2 cores (measured in docs/study.md). Every segmentation arm gets the same budget, every pretraining the same."""
+from __future__ import annotations
+
+import torch
+
+from nnunet_cmcl.overrides import apply_overrides
+from nnunet_cmcl.pretraining.dae import nnUNetTrainerCMCL_DAE, nnUNetTrainerCMCL_recon
+from nnunet_cmcl.pretraining.trainer import nnUNetTrainerCMCL
+from nnunet_cmcl.seeding import nnUNetTrainerSeeded
+from nnunet_cmcl.transfer.finetune import nnUNetTrainerCMCLFinetune
+
+SEGMENTATION_BUDGET = {"num_epochs": 60, "num_iterations_per_epoch": 5, "num_val_iterations_per_epoch": 1}
+PRETRAINING_BUDGET = {"num_epochs": 60, "num_iterations_per_epoch": 5, "num_val_iterations_per_epoch": 1}
+# many short epochs, so nnU-Net's EMA pseudo Dice (smoothing factor 0.9 per epoch) catches up with the curve by
+# the last fifth; progress.png every 10 epochs, because plotting it costs more than a 5-iteration epoch here
+PLOT_EVERY = 10
+
+
+class _CPUStudy:
+    """Mixin for the preset's segmentation trainers, the same for every arm: nnU-Net's progress.png every
+    PLOT_EVERY epochs and after the last one, and the final validation without test-time mirroring (4 passes per
+    2d slice instead of 1: 86 s instead of about 20 s for the 24 validation cases on 2 cores). Training,
+    augmentation (mirroring included) and logging are nnU-Net's."""
+
+    def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
+        out = super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+        self.inference_allowed_mirroring_axes = None  # read by the final validation's predictor only
+        return out
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        plot = self.logger.plot_progress_png
+
+        def every_few_epochs(output_folder: str) -> None:
+            if (self.current_epoch + 1) % PLOT_EVERY == 0 or self.current_epoch + 1 == self.num_epochs:
+                plot(output_folder)
+
+        self.logger.plot_progress_png = every_few_epochs
+
+
+class nnUNetTrainerSeeded_cpuStudy(_CPUStudy, nnUNetTrainerSeeded):
+    """nnU-Net's default trainer (seeded) with the preset's segmentation budget: the baseline arm."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        apply_overrides(self, SEGMENTATION_BUDGET)
+
+
+class nnUNetTrainerCMCLFinetune_cpuStudy(_CPUStudy, nnUNetTrainerCMCLFinetune):
+    """The default fine-tuning schedule with the preset's segmentation budget, from CMCL."""
+    overrides = SEGMENTATION_BUDGET
+
+
+class nnUNetTrainerCMCLFinetune_cpuStudy_scratch(nnUNetTrainerCMCLFinetune_cpuStudy):
+    """The same schedule from random weights: the schedule-matched control."""
+    accepts_pretrained_weights = False
+
+
+class nnUNetTrainerCMCLFinetune_cpuStudy_fromRecon(nnUNetTrainerCMCLFinetune_cpuStudy):
+    """The same schedule from reconstruction-only pretraining (its own results folder)."""
+
+
+class nnUNetTrainerCMCLFinetune_cpuStudy_fromDAE(nnUNetTrainerCMCLFinetune_cpuStudy):
+    """The same schedule from CMCL + reconstruction (its own results folder)."""
+
+
+class nnUNetTrainerCMCL_cpuStudy(nnUNetTrainerCMCL):
+    overrides = PRETRAINING_BUDGET
+    plot_every = PLOT_EVERY
+
+
+class nnUNetTrainerCMCL_recon_cpuStudy(nnUNetTrainerCMCL_recon):
+    overrides = PRETRAINING_BUDGET
+    plot_every = PLOT_EVERY
+
+
+class nnUNetTrainerCMCL_DAE_cpuStudy(nnUNetTrainerCMCL_DAE):
+    overrides = PRETRAINING_BUDGET
+    plot_every = PLOT_EVERY
