@@ -179,10 +179,10 @@ def test_prepare_unlabeled_dataset_then_pretrain_and_finetune_target(phantom_env
     checkpoint = join(phantom_env["nnUNet_results"], "Dataset601_Unlabeled",
                       "nnUNetTrainerCMCL_smoke__nnUNetPlans_CMCL__3d_fullres", "fold_all", "checkpoint_final.pth")
     assert "OK" in run(["nnunet-cmcl", "verify", checkpoint, "-d", "501", "-c", "3d_fullres"], phantom_env).stdout
-    run(["nnUNetv2_train", "501", "3d_fullres", "1", "-tr", "nnUNetTrainerCMCLFinetune_test", "-pretrained_weights",
+    run(["nnUNetv2_train", "501", "3d_fullres", "1", "-tr", "nnUNetTrainerCMCLFinetune_smoke", "-pretrained_weights",
          checkpoint, "-device", "cpu"], phantom_env)
     assert os.path.isfile(join(phantom_env["nnUNet_results"], "Dataset501_CMCLPhantom",
-                               "nnUNetTrainerCMCLFinetune_test__nnUNetPlans__3d_fullres", "fold_1",
+                               "nnUNetTrainerCMCLFinetune_smoke__nnUNetPlans__3d_fullres", "fold_1",
                                "checkpoint_final.pth"))
 
 
