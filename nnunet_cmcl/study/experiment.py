@@ -55,7 +55,7 @@ def execute(runs: list[Run], dataset: str, configuration: str, plans: str, devic
             print(f"{head}: finished earlier, skipped", flush=True)
             continue
         command = command_of(run, dataset, configuration, plans, device)
-        log = join(log_folder, f"{run.trainer}_fold_{run.fold}.log")
+        log = join(log_folder, f"{run.dataset + '__' if run.dataset else ''}{run.trainer}_fold_{run.fold}.log")
         print(f"{head}: {'resuming' if '--c' in command else 'running'} (log: {log})", flush=True)
         to_start = sum(not isfile(r.done_file) for r in runs[i:])
 
