@@ -140,6 +140,9 @@ def run_study(preset: Preset | str, workdir: str, device: str = "cpu") -> str:
         os.environ[name] = os.path.join(workdir, name)
         os.makedirs(os.environ[name], exist_ok=True)
     os.environ.setdefault("nnUNet_n_proc_DA", "1")  # one seeded worker per loader: reproducible on the CPU
+    # nnU-Net's validation export and evaluation pools (8 processes by default) take about 50 s per run to start on
+    # 2 cores, more than the 24 cases they then handle
+    os.environ.setdefault("nnUNet_def_n_proc", "2")
     os.environ.setdefault("nnUNet_compile", "false")
     # imported once the nnUNet_* variables are set: nnU-Net reads them when its modules are imported
     from nnunet_cmcl.study.experiment import evaluate_missing_modalities, report_experiment, run_experiment
