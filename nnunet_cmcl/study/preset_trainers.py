@@ -1,5 +1,5 @@
-"""The CPU study preset's trainers: the shipped arms with budgets that fit the preset into about 150 minutes on
-2 cores (measured in docs/study.md). Every segmentation arm gets the same budget, every pretraining the same."""
+"""The CPU study preset's trainers: the shipped arms with budgets sized for 2 cores (about 3 minutes a run; the
+measurements are in docs/study.md). Every segmentation arm gets the same budget, every pretraining the same."""
 from __future__ import annotations
 
 import torch
