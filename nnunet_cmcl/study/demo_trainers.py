@@ -5,13 +5,12 @@ from __future__ import annotations
 import os
 
 import torch
-from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunet_cmcl.overrides import apply_overrides
-from nnunet_cmcl.seeding import SeededTraining
 from nnunet_cmcl.pretraining.dae import nnUNetTrainerCMCL_DAE
 from nnunet_cmcl.pretraining.trainer import nnUNetTrainerCMCL
 from nnunet_cmcl.pretraining.variants import nnUNetTrainerCMCL_Aug
+from nnunet_cmcl.seeding import nnUNetTrainerSeeded
 from nnunet_cmcl.transfer.finetune import nnUNetTrainerCMCLFinetune
 
 PRETRAINING_BUDGET = {"num_epochs": 8, "num_iterations_per_epoch": 30, "num_val_iterations_per_epoch": 8}
@@ -57,7 +56,7 @@ class nnUNetTrainerCMCLFinetune_demoDAE(nnUNetTrainerCMCLFinetune_demo):
     """The same fine-tuning as nnUNetTrainerCMCLFinetune_demo, in its own results folder (for DAE checkpoints)."""
 
 
-class nnUNetTrainerVanilla_demo(SeededTraining, nnUNetTrainer):
+class nnUNetTrainerVanilla_demo(nnUNetTrainerSeeded):
     """nnU-Net's own trainer, unchanged but for the demo's budget (and the fold's training seed): the baseline."""
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,

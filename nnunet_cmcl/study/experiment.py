@@ -127,19 +127,21 @@ def report_experiment(name: str, configuration: str, plans: str, runs: list[Run]
     from nnunet_cmcl.study.study_report import format_study_table, write_study_report
 
     results = join(str(nnUNet_results), name)
-    records = [r.record() for r in runs if r.arm is not None]
-    result = study_statistics(load_records(results, plans, configuration, records), arms[0].label)
+    segmentation = [r.record() for r in runs if r.arm is not None]
+    records = load_records(results, plans, configuration, segmentation)
+    result = study_statistics(records, arms[0].label)
     names = class_names(load_json(join(nnUNet_preprocessed, name, "dataset.json")))
     by_condition = None
     if missing:
         at_all_labels = [r.record() for r in _missing_runs(runs, missing_seeds)]
-        by_condition = {"all modalities": study_statistics(load_records(results, plans, configuration,
-                                                                         at_all_labels), arms[0].label)}
+        chosen = {(r["trainer"], r["fold"]) for r in at_all_labels}
+        by_condition = {"all modalities": study_statistics(
+            [r for r in records if (r["trainer"], r["fold"]) in chosen], arms[0].label)}
         for condition, validation in missing.items():
             by_condition[condition] = study_statistics(
                 load_records(results, plans, configuration, at_all_labels, validation), arms[0].label)
     output = join(results, "cmcl_studies", f"{study}__{plans}__{configuration}")
-    paths = write_study_report(result, output, names, learning_curves(results, plans, configuration, records),
+    paths = write_study_report(result, output, names, learning_curves(results, plans, configuration, segmentation),
                                by_condition)
     return format_study_table(result, names) + f"\nwritten: {', '.join(paths.values())}"
 

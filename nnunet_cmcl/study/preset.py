@@ -15,6 +15,7 @@ import shutil
 import time
 from dataclasses import dataclass
 
+from nnunet_cmcl.atomic import write_json_atomically
 from nnunet_cmcl.study.plan import Arm
 
 STUDY_PLANS = "nnUNetPlans_cpuStudy"  # nnU-Net's plans with the 2d batch that fits the budget (see docs/study.md)
@@ -72,9 +73,11 @@ def write_data(preset: Preset) -> tuple[str, str]:
         write_brain_dataset(raw, preset.dataset_id, "CMCLBrainStudy", preset.train_cases + preset.val_cases,
                             preset.shape, seed=0)  # 'case i' depends on (seed, i) only: the same subjects each time
     if not any(d.startswith(f"Dataset{preset.pool_id}_") for d in os.listdir(raw)):
-        pool = write_brain_dataset(raw, preset.pool_id, "CMCLBrainPool", preset.pool_cases, preset.shape, seed=1,
-                                   with_labels=False)
-        _add_training_images(preset, os.path.join(raw, dataset_name(preset.dataset_id)), pool)
+        write_brain_dataset(raw, preset.pool_id, "CMCLBrainPool", preset.pool_cases, preset.shape, seed=1,
+                            with_labels=False)
+    # every time, not only after writing the pool: a copy interrupted by a kill is completed by the rerun
+    _add_training_images(preset, os.path.join(raw, dataset_name(preset.dataset_id)),
+                         os.path.join(raw, dataset_name(preset.pool_id)))
     return dataset_name(preset.dataset_id), dataset_name(preset.pool_id)
 
 
@@ -91,8 +94,7 @@ def _add_training_images(preset: Preset, study_folder: str, pool_folder: str) ->
     with open(path) as f:
         dataset_json = json.load(f)
     dataset_json["numTraining"] = preset.pool_cases + preset.train_cases
-    with open(path, "w") as f:
-        json.dump(dataset_json, f, indent=2)
+    write_json_atomically(dataset_json, path)
 
 
 def preprocess(preset: Preset, study: str, pool: str) -> None:

@@ -1,8 +1,7 @@
 """Short segmentation runs for the tests: fine-tuning from CMCL and the vanilla baseline with the same budget."""
 import torch
-from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-from nnunet_cmcl.seeding import SeededTraining
+from nnunet_cmcl.seeding import nnUNetTrainerSeeded
 from nnunet_cmcl.transfer.finetune import nnUNetTrainerCMCLFinetune
 
 BUDGET = {"num_epochs": 2, "num_iterations_per_epoch": 10, "num_val_iterations_per_epoch": 3}
@@ -14,14 +13,14 @@ class nnUNetTrainerCMCLFinetune_test(nnUNetTrainerCMCLFinetune):
     overrides = BUDGET
 
 
-class nnUNetTrainer_test(SeededTraining, nnUNetTrainer):
+class nnUNetTrainer_test(nnUNetTrainerSeeded):
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
         vars(self).update(BUDGET)
 
 
-class nnUNetTrainerSeeded_smoke(SeededTraining, nnUNetTrainer):
+class nnUNetTrainerSeeded_smoke(nnUNetTrainerSeeded):
     """nnU-Net's trainer with the fold's seed, one epoch of 3 iterations: for tests of seeding and the study."""
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
