@@ -129,14 +129,14 @@ def cases_loaded_per_step(trainer, steps: int = 3) -> float | None:
 
 
 def heads_and_loss_time(trainer, batch, device: torch.device, repeats: int = 5) -> float:
-    """Median seconds of heads + loss, forward and backward, on detached bottleneck features of the batch."""
+    """Median seconds of heads + loss, forward and backward, on detached encoder features of the batch."""
     model, loss_fn = trainer.cmcl_model, CMCLLoss(trainer.cmcl_config)
     with torch.no_grad():
         views, geometry = model.sampler(batch["data"].to(device))
-        bottleneck = model.encoder(views)[-1]
+        skips = model.encoder(views)
     times = []
     for _ in range(repeats):
-        features = bottleneck.detach().requires_grad_()
+        features = [s.detach().requires_grad_() for s in skips]
         sync(device)
         start = time.perf_counter()
         out = model.project(features, geometry)

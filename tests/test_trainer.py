@@ -12,10 +12,11 @@ from conftest import plan_and_preprocess
 from nnunet_cmcl.checkpoints import channel_names_of, cmcl_record, load_checkpoint_safely
 from nnunet_cmcl.errors import CMCLInputError
 from nnunet_cmcl.host_syncs import count_train_step
+from nnunet_cmcl.pretraining.config import CMCLConfig
 from nnunet_cmcl.pretraining.dae import CMCLReconstructionLoss, nnUNetTrainerCMCL_DAE
 from nnunet_cmcl.pretraining.metrics import normalised_std
 from nnunet_cmcl.pretraining.trainer import is_improvement, nnUNetTrainerCMCL
-from nnunet_cmcl.pretraining.variants import nnUNetTrainerCMCL_Aug, nnUNetTrainerCMCL_plusFull
+from nnunet_cmcl.pretraining.variants import nnUNetTrainerCMCL_Aug, nnUNetTrainerCMCL_plusFull, nnUNetTrainerCMCL_stages
 from nnunet_cmcl.transfer.finetune import nnUNetTrainerCMCLFinetune
 from nnunet_cmcl.transfer.handoff import describe
 
@@ -109,7 +110,8 @@ def test_all_channels_view_variant_runs(env, monkeypatch):
     assert torch.isfinite(trainer.train_step(next(trainer.dataloader_train))["loss"])
 
 
-@pytest.mark.parametrize("cls", [nnUNetTrainerCMCL, nnUNetTrainerCMCL_DAE, nnUNetTrainerCMCL_Aug])
+@pytest.mark.parametrize("cls", [nnUNetTrainerCMCL, nnUNetTrainerCMCL_DAE, nnUNetTrainerCMCL_Aug,
+                                 nnUNetTrainerCMCL_stages])
 def test_step_waits_for_the_device_once(env, monkeypatch, cls):
     # the one sync is the finite check that decides whether to update; nnU-Net's own step also syncs once
     # (its loss to numpy). Boolean-mask indexing or constants built from lists per step would add more
@@ -281,3 +283,26 @@ def test_adamw_decays_weights_but_not_norms_and_biases(env, monkeypatch):
     norm = trainer.cmcl_model.encoder.stages[0][0].convs[0].norm.weight
     assert any(p is norm for p in no_decay["params"])
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(trainer.network.parameters()))
+
+
+def test_dense_terms_on_the_stages_above_the_bottleneck_train_those_stages(env, monkeypatch):
+    torch.manual_seed(0)
+    trainer = make_trainer(env, monkeypatch, "3d_fullres", cls=nnUNetTrainerCMCL_stages)
+    trainer.on_train_start()
+    out, losses = trainer._forward_loss(next(trainer.dataloader_train))
+    assert {"loss_dense", "loss_dense_stage1", "loss_dense_stage2"} <= set(losses)
+    m = trainer.cmcl_model.sampler.num_locations
+    assert out["dense_stage2"].shape[:3] == (trainer.cmcl_model.sampler.num_views, trainer.batch_size, m)
+    # the term of the stage above the bottleneck alone reaches that stage and its head, not the bottleneck stage
+    losses["loss_dense_stage1"].backward()
+    stages, heads = trainer.cmcl_model.encoder.stages, trainer.cmcl_model.heads
+
+    def has_gradient(module):
+        return any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.parameters())
+
+    assert has_gradient(stages[-2]) and has_gradient(heads["dense_stage1"])
+    assert not has_gradient(stages[-1]) and not has_gradient(heads["dense_stage2"]) and not has_gradient(heads["dense"])
+    # more stages than the encoder has above its bottleneck: refused when the network is built
+    too_many = type("TooMany", (nnUNetTrainerCMCL,), {"cmcl_config": replace(CMCLConfig(), dense_stages=9)})
+    with pytest.raises(CMCLInputError, match="dense_stages=9 needs as many encoder stages"):
+        make_trainer(env, monkeypatch, "3d_fullres", cls=too_many).initialize()

@@ -5,7 +5,7 @@ import torch
 
 from nnunet_cmcl.errors import CMCLInputError
 from nnunet_cmcl.pretraining.config import CMCLConfig
-from nnunet_cmcl.pretraining.views import ViewSampler, modality_groups, total_strides
+from nnunet_cmcl.pretraining.views import StageGrid, ViewSampler, modality_groups, total_strides
 
 GROUPS4 = [[0], [1], [2], [3]]
 
@@ -113,6 +113,26 @@ def test_dense_locations_are_distinct_shared_and_decode_to_their_positions(flip)
     assert torch.equal(unflipped + geometry.offsets[:, :, None], positions.expand(sampler.num_views, -1, -1, -1))
     for b in range(4):
         assert len({tuple(p) for p in positions[b].tolist()}) == 5
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_stage_locations_see_the_same_voxels_in_every_view(flip):
+    # a stage 2x finer than the bottleneck (stride 4 of 8): with each input voxel holding its coordinates, the
+    # stage voxel a location picks must cover the same input voxels in every view, inside its bottleneck voxel
+    torch.manual_seed(4)
+    sampler = make_sampler(replace(CMCLConfig(), dense_locations=6, flip_views=flip), patch=(48, 48, 48))
+    coordinates = torch.stack(torch.meshgrid(*[torch.arange(48.0)] * 3, indexing="ij"))  # (3, 48, 48, 48)
+    data = torch.cat([coordinates, torch.ones(1, 48, 48, 48)])[None].repeat(2, 1, 1, 1, 1)
+    crops, geometry = sampler.crop(data)
+    positions, _, _ = sampler.sample_locations(geometry)
+    stage_positions, flat = StageGrid(sampler.view_bottleneck, [2, 2, 2])(positions, geometry)
+    assert ((stage_positions - positions).abs() < 0.5).all()  # inside the location's bottleneck voxel
+    stage = torch.nn.functional.avg_pool3d(crops[:, :3], 4)  # (V*B, 3, 8, 8, 8): mean coordinate per stage voxel
+    v = sampler.num_views
+    seen = stage.flatten(2).gather(2, flat.reshape(v * 2, 1, -1).expand(-1, 3, -1)).view(v, 2, 3, -1)
+    assert torch.equal(seen, seen[:1].expand_as(seen))  # the same input voxels in every view
+    fine = (stage_positions + 0.5) * 2 - 0.5  # the stage voxel in the patch: it covers 4 input voxels per axis
+    assert torch.allclose(seen[0].transpose(1, 2), fine * 4 + 1.5)
 
 
 def test_partners_are_not_found_by_their_place_in_the_view():

@@ -63,6 +63,11 @@ class CMCLConfig:
     # and global head (MoCo); 0 = off. At nnU-Net's batch of 2 the batch alone gives an anchor 2 negatives
     queue_size: int = 1024
     key_momentum: float = 0.99
+    # dense terms also on this many encoder stages above the bottleneck (1: the stage before it, whose output is
+    # nnU-Net's lowest skip but one), each with its own dense head and weight_dense. Views are shifted by whole
+    # bottleneck voxels, so every stage lines up; without these, the high-resolution stages that feed the skips
+    # learn only through the bottleneck's loss
+    dense_stages: int = 0
 
     def __post_init__(self) -> None:
         if self.view_strategy not in VIEW_STRATEGIES:
@@ -92,6 +97,8 @@ class CMCLConfig:
             raise ValueError("full_view_disruption must be in [0, 1)")
         if self.queue_size < 0 or not 0 <= self.key_momentum < 1:
             raise ValueError("queue_size must be >= 0 and key_momentum in [0, 1)")
+        if self.dense_stages < 0 or (self.dense_stages and self.weight_dense == 0):
+            raise ValueError("dense_stages must be >= 0, and > 0 only with weight_dense > 0")
         if not 0 <= self.mask_ratio < 1 or self.mask_block < 1:
             raise ValueError("mask_ratio must be in [0, 1) and mask_block >= 1")
         if self.view_strategy == "augment":

@@ -84,10 +84,11 @@ class CMCLLoss(nn.Module):
     in the finest of them (None: isotropic).
 
     forward(out, case_ids, queue): ``out`` holds 'global' (V, B, D) and/or 'dense' (V, B, M, D) with 'positions'
-    (B, M, d); case_ids (B,) is an integer per sample naming its case, equal on every rank for the same case
+    (B, M, d), and any 'dense_stage{k}' with 'positions_stage{k}' (``dense_stages``); case_ids (B,) is an integer per sample naming its case, equal on every rank for the same case
     (other patches of one case are no negatives); queue (keys (Q, D), case ids (Q,), filled (Q,)) or None: more
-    negatives for the global term (``KeyQueue.negatives()``), those of the anchor's case masked. Returns 'loss' and its terms 'loss_global' / 'loss_dense'
-    (terms of weight 0 are absent), all float32 scalars.
+    negatives for the global term (``KeyQueue.negatives()``), those of the anchor's case masked. Returns 'loss' and
+    its terms 'loss_global', 'loss_dense', 'loss_dense_stage{k}' (terms of weight 0 are absent), all float32
+    scalars.
     """
 
     def __init__(self, config: CMCLConfig, bottleneck_spacing: Sequence[float] | None = None):
@@ -116,10 +117,12 @@ class CMCLLoss(nn.Module):
                 extra = (keys, usable.expand(g.shape[1], -1))
             terms["loss_global"] = multi_positive_info_nce(g, candidates, index, self.temperature, case_ids=case_ids,
                                                            extra_negatives=extra)
-        if "dense" in out:
-            candidates, index = gather_samples(out["dense"])
-            near = near_pairs(out["positions"] * self.position_scale, self.exclusion_radius)
-            terms["loss_dense"] = multi_positive_info_nce(out["dense"], candidates, index, self.temperature, near,
-                                                          case_ids)
-        terms["loss"] = sum(self.weights[k] * v for k, v in terms.items())
+        for key in [k for k in out if k.startswith("dense")]:  # the bottleneck's, then any stage's above it
+            positions = out[key.replace("dense", "positions")]
+            candidates, index = gather_samples(out[key])
+            near = near_pairs(positions * self.position_scale, self.exclusion_radius)
+            terms[f"loss_{key}"] = multi_positive_info_nce(out[key], candidates, index, self.temperature, near,
+                                                           case_ids)
+        # every dense term (the bottleneck's and each stage's above it) has weight_dense
+        terms["loss"] = sum(self.weights.get(k, self.weights["loss_dense"]) * v for k, v in terms.items())
         return terms

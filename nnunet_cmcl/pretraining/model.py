@@ -5,16 +5,26 @@ It is what nnU-Net compiles and wraps in DDP. The decoder is a submodule only wh
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
+from nnunet_cmcl.errors import CMCLInputError
 from nnunet_cmcl.pretraining.config import CMCLConfig
 from nnunet_cmcl.pretraining.heads import DenseHead, GlobalHead
-from nnunet_cmcl.pretraining.views import ViewGeometry, ViewSampler
+from nnunet_cmcl.pretraining.views import StageGrid, ViewGeometry, ViewSampler
+
+
+def stage_key(k: int) -> str:
+    """Output and head name of the dense term k stages above the bottleneck."""
+    return f"dense_stage{k}"
 
 
 class CMCLModel(nn.Module):
-    def __init__(self, encoder: nn.Module, sampler: ViewSampler, bottleneck_channels: int, config: CMCLConfig):
+    def __init__(self, encoder: nn.Module, sampler: ViewSampler, config: CMCLConfig):
+        """encoder: nnU-Net's encoder (it returns the output of every stage; ``strides`` and ``output_channels``
+        per stage)."""
         super().__init__()
         self.encoder = encoder
         self.sampler = sampler
@@ -23,10 +33,20 @@ class CMCLModel(nn.Module):
         self.decoder: nn.Module | None = None
         self.return_views = config.queue_size > 0 and config.weight_global > 0  # the momentum encoder's input
         self.heads = nn.ModuleDict()
+        channels = encoder.output_channels
         if config.weight_global > 0:
-            self.heads["global"] = GlobalHead(bottleneck_channels, config.head_hidden, config.head_out)
+            self.heads["global"] = GlobalHead(channels[-1], config.head_hidden, config.head_out)
         if config.weight_dense > 0:
-            self.heads["dense"] = DenseHead(bottleneck_channels, config.head_hidden, config.head_out)
+            self.heads["dense"] = DenseHead(channels[-1], config.head_hidden, config.head_out)
+        if config.dense_stages >= len(channels):
+            raise CMCLInputError(f"dense_stages={config.dense_stages} needs as many encoder stages above the "
+                                 f"bottleneck; this encoder has {len(channels) - 1}: lower dense_stages")
+        # the grids of the stages above the bottleneck: stage -1-k is finer by the product of the last k strides
+        self.stage_grids = nn.ModuleList()
+        for k in range(1, config.dense_stages + 1):
+            ratio = [math.prod(s[axis] for s in encoder.strides[-k:]) for axis in range(len(sampler.strides))]
+            self.stage_grids.append(StageGrid(sampler.view_bottleneck, ratio))
+            self.heads[stage_key(k)] = DenseHead(channels[-1 - k], config.head_hidden, config.head_out)
 
     def forward(self, data: torch.Tensor) -> dict[str, torch.Tensor]:
         """data (B, C, *P) -> 'global' (V, B, D), 'dense' (V, B, M, D), 'positions' (B, M, d), 'inside' (B, M); with
@@ -38,7 +58,7 @@ class CMCLModel(nn.Module):
         crops, geometry = self.sampler.crop(data)
         views = self.sampler.make_views(crops)
         skips = self.encoder(views)
-        out = self.project(skips[-1], geometry)
+        out = self.project(skips, geometry)
         if self.return_views:
             out["views"] = views
         if self.decoder is not None:
@@ -47,9 +67,11 @@ class CMCLModel(nn.Module):
             out["crops"] = crops
         return out
 
-    def project(self, bottleneck: torch.Tensor, geometry: ViewGeometry) -> dict[str, torch.Tensor]:
-        """bottleneck (V*B, F, *Q_bottleneck) of the views and their geometry -> 'global', 'dense', 'positions'
-        and 'inside' (B, M) bool: which dense locations lie inside the image."""
+    def project(self, skips: list[torch.Tensor], geometry: ViewGeometry) -> dict[str, torch.Tensor]:
+        """The encoder's stage outputs (V*B, F, *Q_stage) of the views, the bottleneck last, and their geometry ->
+        'global', 'dense', 'positions', 'inside' (B, M) bool: which dense locations lie inside the image; with
+        ``dense_stages`` also 'dense_stage{k}' (V, B, M, D) and 'positions_stage{k}' (B, M, d)."""
+        bottleneck = skips[-1]
         v, b = geometry.offsets.shape[:2]
         out = {}
         if "global" in self.heads:
@@ -60,4 +82,9 @@ class CMCLModel(nn.Module):
             out["dense"] = dense.view(v, b, *dense.shape[1:])
             out["positions"] = positions
             out["inside"] = inside
+            for k, grid in enumerate(self.stage_grids, start=1):
+                stage_positions, stage_index = grid(positions, geometry)
+                dense = self.heads[stage_key(k)](skips[-1 - k], stage_index.reshape(v * b, -1))
+                out[stage_key(k)] = dense.view(v, b, *dense.shape[1:])
+                out[f"positions_stage{k}"] = stage_positions
         return out

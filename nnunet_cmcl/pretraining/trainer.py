@@ -31,7 +31,7 @@ from nnunet_cmcl.pretraining.config import CMCLConfig
 from nnunet_cmcl.pretraining.losses import CMCLLoss
 from nnunet_cmcl.pretraining.metrics import (alignment, normalised_std, other_samples_of_same_case, retrieval_top1,
                                              uniformity)
-from nnunet_cmcl.pretraining.model import CMCLModel
+from nnunet_cmcl.pretraining.model import CMCLModel, stage_key
 from nnunet_cmcl.pretraining.progress import plot_progress
 from nnunet_cmcl.pretraining.queue import KeyQueue, MomentumEncoder
 from nnunet_cmcl.pretraining.views import ViewSampler, check_modalities, modality_groups, total_strides
@@ -105,7 +105,7 @@ class nnUNetTrainerCMCL(SeededTraining, nnUNetTrainer):
         sampler = ViewSampler(self.modality_groups, num_input_channels, configuration_manager.patch_size,
                               total_strides(encoder.strides), self.cmcl_config)
         self.plain_network = network
-        self.cmcl_model = CMCLModel(encoder, sampler, encoder.output_channels[-1], self.cmcl_config)
+        self.cmcl_model = CMCLModel(encoder, sampler, self.cmcl_config)
         return self.cmcl_model
 
     def initialize(self):
@@ -228,6 +228,13 @@ class nnUNetTrainerCMCL(SeededTraining, nnUNetTrainer):
         self.logger.log("train_losses", self._epoch_mean(train_outputs, "loss"), self.current_epoch)
         for term in ("global", "dense"):
             self.logger.log(f"train_loss_{term}", self._epoch_mean(train_outputs, f"loss_{term}"), self.current_epoch)
+        # the stages above the bottleneck (dense_stages) go to the log only: a key new to nnU-Net's logger would
+        # break --c from a checkpoint written without it
+        stages = [f"{self._epoch_mean(train_outputs, f'loss_{stage_key(k)}'):.4f}"
+                  for k in range(1, self.cmcl_config.dense_stages + 1)]
+        if stages:
+            self.print_to_log_file(f"train_loss dense on the {len(stages)} stages above the bottleneck: "
+                                   f"{', '.join(stages)}")
 
     # ---- validation: retrieval instead of Dice -------------------------------------------------------
     def validation_step(self, batch: dict) -> dict:

@@ -46,3 +46,9 @@ class nnUNetTrainerCMCL_Aug(nnUNetTrainerCMCL):
     cmcl_config = replace(nnUNetTrainerCMCL.cmcl_config, view_strategy="augment", add_full_view=False,
                           augment_gamma=0.3, augment_contrast=0.25, augment_brightness=0.25,
                           low_resolution_probability=0.3, noise_std=0.2)
+
+
+class nnUNetTrainerCMCL_stages(nnUNetTrainerCMCL):
+    """Dense terms also on the 2 encoder stages above the bottleneck (``dense_stages``), each with its own head:
+    the stages that feed nnU-Net's skips get a loss of their own, not only what the bottleneck's passes down."""
+    cmcl_config = replace(nnUNetTrainerCMCL.cmcl_config, dense_stages=2)

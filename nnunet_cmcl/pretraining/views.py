@@ -211,3 +211,34 @@ class ViewSampler(nn.Module):
         local = positions[None] - offsets[:, :, None]  # (V, B, M, d)
         local = torch.where(flips[:, :, None], self.view_size_t - 1 - local, local)
         return positions, (local * self.flat_stride_t).sum(dim=-1), inside.gather(1, chosen)
+
+
+class StageGrid(nn.Module):
+    """Maps the dense locations of the bottleneck to an encoder stage above it, whose voxels are ``ratio`` times
+    finer per axis (``dense_stages``).
+
+    Views are shifted by whole bottleneck voxels, so every stage of every view stays aligned. Each location takes
+    one of the ratio^d stage voxels inside its bottleneck voxel at random, the same one in every view; a flipped
+    view has it mirrored like the bottleneck voxel.
+    """
+
+    def __init__(self, view_bottleneck: Sequence[int], ratio: Sequence[int]):
+        super().__init__()
+        view_size = [q * r for q, r in zip(view_bottleneck, ratio)]
+        d = len(view_size)
+        self.register_buffer("ratio_t", torch.tensor(list(ratio)), persistent=False)
+        self.register_buffer("view_size_t", torch.tensor(view_size), persistent=False)
+        self.register_buffer("flat_stride_t", torch.tensor([math.prod(view_size[i + 1:]) for i in range(d)]),
+                             persistent=False)
+
+    def forward(self, positions: torch.Tensor, geometry: ViewGeometry) -> tuple[torch.Tensor, torch.Tensor]:
+        """positions (B, M, d) in the patch's bottleneck grid -> positions (B, M, d) float of the chosen stage voxels,
+        in bottleneck voxels (so the exclusion radius keeps its meaning), and flat indices (V, B, M) into each view's
+        grid at this stage."""
+        offsets, flips, _ = geometry
+        within = (torch.rand(positions.shape, device=positions.device) * self.ratio_t).long()
+        fine = positions * self.ratio_t + within  # (B, M, d): the stage voxel in the patch
+        local = fine[None] - (offsets * self.ratio_t)[:, :, None]  # (V, B, M, d)
+        local = torch.where(flips[:, :, None], self.view_size_t - 1 - local, local)
+        # a bottleneck voxel p covers stage voxels p*r .. p*r + r - 1, whose centre maps back to p
+        return (fine.float() + 0.5) / self.ratio_t - 0.5, (local * self.flat_stride_t).sum(dim=-1)
