@@ -7,6 +7,7 @@ import torch
 from nnunet_cmcl.overrides import apply_overrides
 from nnunet_cmcl.pretraining.dae import nnUNetTrainerCMCL_DAE, nnUNetTrainerCMCL_recon
 from nnunet_cmcl.pretraining.trainer import nnUNetTrainerCMCL
+from nnunet_cmcl.pretraining.variants import nnUNetTrainerCMCL_stages
 from nnunet_cmcl.seeding import nnUNetTrainerSeeded
 from nnunet_cmcl.transfer.finetune import nnUNetTrainerCMCLFinetune
 
@@ -67,6 +68,11 @@ class nnUNetTrainerCMCLFinetune_cpuStudy_fromDAE(nnUNetTrainerCMCLFinetune_cpuSt
     """The same schedule from CMCL + reconstruction (its own results folder)."""
 
 
+class nnUNetTrainerCMCLFinetune_cpuStudy_fromStages(nnUNetTrainerCMCLFinetune_cpuStudy):
+    """The same schedule from CMCL with dense terms on higher stages (its own results folder): an extra arm
+    for the preset's datasets through `experiment --arm` (docs/study.md)."""
+
+
 class nnUNetTrainerCMCL_cpuStudy(nnUNetTrainerCMCL):
     overrides = PRETRAINING_BUDGET
     plot_every = PLOT_EVERY
@@ -78,5 +84,10 @@ class nnUNetTrainerCMCL_recon_cpuStudy(nnUNetTrainerCMCL_recon):
 
 
 class nnUNetTrainerCMCL_DAE_cpuStudy(nnUNetTrainerCMCL_DAE):
+    overrides = PRETRAINING_BUDGET
+    plot_every = PLOT_EVERY
+
+
+class nnUNetTrainerCMCL_stages_cpuStudy(nnUNetTrainerCMCL_stages):
     overrides = PRETRAINING_BUDGET
     plot_every = PLOT_EVERY
