@@ -129,3 +129,16 @@ def test_a_rerun_skips_what_finished_and_a_baseline_without_seeds_is_refused(stu
     proc = run(["nnunet-cmcl", "experiment", "-d", "972", "-c", "2d", "-p", PLANS, "--missing", "PET",
                 "-device", "cpu"], env, expect=2)
     assert "--missing PET: not among the channels" in proc.stderr
+
+
+def test_missing_modality_evaluation_finds_the_plugins_trainers(monkeypatch):
+    # nnU-Net's predictor runs in the study's own process and finds trainer classes through nnUNet_extTrainer
+    # only; the preset's trainers must be found without the user setting it
+    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+
+    from nnunet_cmcl.study.experiment import evaluate_missing_modalities
+
+    monkeypatch.delenv("nnUNet_extTrainer", raising=False)
+    evaluate_missing_modalities("Dataset970_CMCLBrainStudy", "2d", PLANS, [], ["T1"], "cpu")
+    assert recursive_find_trainer_class_by_name("nnUNetTrainerSeeded_cpuStudy").__name__ == \
+        "nnUNetTrainerSeeded_cpuStudy"

@@ -112,7 +112,7 @@ def run_experiment(dataset: str, configuration: str, plans: str, folds: list[int
 def _missing_runs(runs: list[Run], seeds: list | None) -> list[Run]:
     """The segmentation runs validated without each modality: the all-labels regime, of ``seeds`` (None: all)."""
     segmentation = [r for r in runs if r.arm is not None]
-    largest = max(r.n_labeled for r in segmentation)
+    largest = max((r.n_labeled for r in segmentation), default=0)
     return [r for r in segmentation if r.n_labeled == largest and (seeds is None or r.seed in seeds)]
 
 
@@ -165,6 +165,9 @@ def evaluate_missing_modalities(name: str, configuration: str, plans: str, runs:
 
     todo = [(r, m) for m in modalities for r in _missing_runs(runs, seeds)
             if not isfile(join(r.fold_folder, f"validation_missing_{m}", "summary.json"))]
+    # nnU-Net's predictor, in this process, finds the trainer class through nnUNet_extTrainer: without the
+    # plugin's folder there it would not find the study's trainers (the training runs got it in their environment)
+    os.environ["nnUNet_extTrainer"] = environment()["nnUNet_extTrainer"]
     for i, (run, modality) in enumerate(todo, 1):
         print(f"[missing {i}/{len(todo)}] {run.label} without {modality}", flush=True)
         evaluate_missing(name, configuration, run.trainer, int(run.fold), modality, plans, device, quiet=True)
