@@ -5,15 +5,13 @@ It is what nnU-Net compiles and wraps in DDP. The decoder is a submodule only wh
 """
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
 from nnunet_cmcl.errors import CMCLInputError
 from nnunet_cmcl.pretraining.config import CMCLConfig
 from nnunet_cmcl.pretraining.heads import DenseHead, GlobalHead
-from nnunet_cmcl.pretraining.views import StageGrid, ViewGeometry, ViewSampler
+from nnunet_cmcl.pretraining.views import StageGrid, ViewGeometry, ViewSampler, total_strides
 
 
 def stage_key(k: int) -> str:
@@ -44,8 +42,7 @@ class CMCLModel(nn.Module):
         # the grids of the stages above the bottleneck: stage -1-k is finer by the product of the last k strides
         self.stage_grids = nn.ModuleList()
         for k in range(1, config.dense_stages + 1):
-            ratio = [math.prod(s[axis] for s in encoder.strides[-k:]) for axis in range(len(sampler.strides))]
-            self.stage_grids.append(StageGrid(sampler.view_bottleneck, ratio))
+            self.stage_grids.append(StageGrid(sampler.view_bottleneck, total_strides(encoder.strides[-k:])))
             self.heads[stage_key(k)] = DenseHead(channels[-1 - k], config.head_hidden, config.head_out)
 
     def forward(self, data: torch.Tensor) -> dict[str, torch.Tensor]:
