@@ -4,9 +4,9 @@ Data: a simulated multi-modal brain dataset (T1, T2, FLAIR; CSF, grey and white 
 ``train_cases`` training and ``val_cases`` validation cases, and an unlabeled pool of ``pool_cases`` more subjects,
 preprocessed with the study dataset's plans by `prepare`. Pretraining sees the pool plus the fold's training
 images, never its validation images. Arms: nnU-Net's default trainer (seeded), the fine-tuning schedule from
-random weights, and fine-tuning from CMCL, from reconstruction only and from CMCL + reconstruction; label
-regimes of a few labeled cases and all of them; three training seeds; every all-labels model also validated
-without each modality. Budgets and sizes: docs/study.md says how they were measured.
+random weights, and fine-tuning from CMCL (with the warm-up and with nnU-Net's schedule), from CMCL with dense
+terms on higher stages, from reconstruction only and from CMCL + reconstruction; label regimes of a few labeled
+cases and all of them; three training seeds; every all-labels model also validated without each modality. Budgets and sizes: docs/study.md says how they were measured.
 """
 from __future__ import annotations
 
@@ -46,6 +46,10 @@ class Preset:
 CPU_ARMS = (Arm("nnU-Net", "nnUNetTrainerSeeded_cpuStudy"),
             Arm("scratch (same schedule)", "nnUNetTrainerCMCLFinetune_cpuStudy_scratch"),
             Arm("CMCL", "nnUNetTrainerCMCLFinetune_cpuStudy", "nnUNetTrainerCMCL_cpuStudy"),
+            # the same pretrainings as CMCL, fine-tuned with nnU-Net's schedule: its control is the nnU-Net arm
+            Arm("CMCL, no warm-up", "nnUNetTrainerCMCLFinetune_cpuStudy_noWarmup", "nnUNetTrainerCMCL_cpuStudy"),
+            Arm("CMCL, dense stages", "nnUNetTrainerCMCLFinetune_cpuStudy_fromStages",
+                "nnUNetTrainerCMCL_stages_cpuStudy"),
             Arm("reconstruction", "nnUNetTrainerCMCLFinetune_cpuStudy_fromRecon", "nnUNetTrainerCMCL_recon_cpuStudy"),
             Arm("CMCL + reconstruction", "nnUNetTrainerCMCLFinetune_cpuStudy_fromDAE",
                 "nnUNetTrainerCMCL_DAE_cpuStudy"))

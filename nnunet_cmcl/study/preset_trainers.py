@@ -60,6 +60,11 @@ class nnUNetTrainerCMCLFinetune_cpuStudy_scratch(nnUNetTrainerCMCLFinetune_cpuSt
     accepts_pretrained_weights = False
 
 
+class nnUNetTrainerCMCLFinetune_cpuStudy_noWarmup(nnUNetTrainerCMCLFinetune_cpuStudy):
+    """nnU-Net's schedule, as the baseline arm's, from CMCL (nnUNetTrainerCMCLFinetune_noWarmup with the budget)."""
+    overrides = {**SEGMENTATION_BUDGET, "warmup_fraction": 0.0}
+
+
 class nnUNetTrainerCMCLFinetune_cpuStudy_fromRecon(nnUNetTrainerCMCLFinetune_cpuStudy):
     """The same schedule from reconstruction-only pretraining (its own results folder)."""
 
@@ -69,8 +74,7 @@ class nnUNetTrainerCMCLFinetune_cpuStudy_fromDAE(nnUNetTrainerCMCLFinetune_cpuSt
 
 
 class nnUNetTrainerCMCLFinetune_cpuStudy_fromStages(nnUNetTrainerCMCLFinetune_cpuStudy):
-    """The same schedule from CMCL with dense terms on higher stages (its own results folder): an extra arm
-    for the preset's datasets through `experiment --arm` (docs/study.md)."""
+    """The same schedule from CMCL with dense terms on higher stages (its own results folder)."""
 
 
 class nnUNetTrainerCMCL_cpuStudy(nnUNetTrainerCMCL):
