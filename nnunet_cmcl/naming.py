@@ -37,6 +37,12 @@ def trainer_path() -> str:
     return os.path.dirname(os.path.abspath(importlib.util.find_spec("nnunet_cmcl.trainers").origin))
 
 
+def with_plugin_trainers(ext_trainer: str | None) -> str:
+    """A value of nnUNet_extTrainer with this package's trainer folder in it (first), the other folders kept."""
+    paths = [p for p in (ext_trainer or "").split(os.pathsep) if p]
+    return os.pathsep.join(paths if trainer_path() in paths else [trainer_path(), *paths])
+
+
 def find_trainer_class(name: str) -> type | None:
     """The trainer class ``-tr name`` of nnUNetv2_train would run: one of this package's, one of nnU-Net's, or one
     in a folder of ``nnUNet_extTrainer``; None when there is none."""

@@ -131,14 +131,18 @@ def test_a_rerun_skips_what_finished_and_a_baseline_without_seeds_is_refused(stu
     assert "--missing PET: not among the channels" in proc.stderr
 
 
-def test_missing_modality_evaluation_finds_the_plugins_trainers(monkeypatch):
-    # nnU-Net's predictor runs in the study's own process and finds trainer classes through nnUNet_extTrainer
-    # only; the preset's trainers must be found without the user setting it
+def test_missing_modality_evaluation_finds_the_plugins_trainers(monkeypatch, tmp_path):
+    # nnU-Net's predictor runs in the calling process (the study's, or evaluate-missing's) and finds trainer
+    # classes through nnUNet_extTrainer only; the plugin's trainers must be found without the user setting it
     from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
 
-    from nnunet_cmcl.study.experiment import evaluate_missing_modalities
+    from nnunet_cmcl.errors import CMCLInputError
+    from nnunet_cmcl.study.missing import evaluate_missing
 
     monkeypatch.delenv("nnUNet_extTrainer", raising=False)
-    evaluate_missing_modalities("Dataset970_CMCLBrainStudy", "2d", PLANS, [], ["T1"], "cpu")
+    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        monkeypatch.setenv(name, str(tmp_path))
+    with pytest.raises(CMCLInputError, match="Dataset989_Absent"):  # stops at the dataset check, as a user would
+        evaluate_missing("Dataset989_Absent", "2d", "nnUNetTrainerSeeded_cpuStudy", 0, "T1", PLANS, "cpu")
     assert recursive_find_trainer_class_by_name("nnUNetTrainerSeeded_cpuStudy").__name__ == \
         "nnUNetTrainerSeeded_cpuStudy"

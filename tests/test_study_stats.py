@@ -115,6 +115,26 @@ def test_study_statistics_equal_hand_computation():
     assert result["classes"] == ["1", "2", "mean"] and result["rows"][0]["class"] == "mean"
 
 
+def test_arms_are_paired_with_their_schedule_matched_control(tmp_path):
+    # the control is 0.2 below the baseline everywhere, the candidate 0.1 above the control: against the baseline
+    # the candidate loses 0.1, against its control it wins 0.1
+    values = {("base", s): ([0.6, 0.7, 0.8], [0.5, 0.5, 0.5]) for s in (0, 1)}
+    values.update({("ctrl", s): ([0.4, 0.5, 0.6], [0.3, 0.3, 0.3]) for s in (0, 1)})
+    values.update({("cand", s): ([0.5, 0.6, 0.7], [0.4, 0.4, 0.4]) for s in (0, 1)})
+    result = study_statistics(_records(values), "base", n_bootstrap=200, controls={"cand": "ctrl"})
+    vs_base, vs_ctrl = _row(result, "cand", "1", "arm"), _row(result, "cand", "1", "control")
+    assert vs_base["diff"] == pytest.approx(-0.1) and vs_base["against"] == "base"
+    assert vs_ctrl["diff"] == pytest.approx(0.1) and vs_ctrl["against"] == "ctrl"
+    assert (vs_ctrl["ci_low"], vs_ctrl["ci_high"]) == pytest.approx((0.1, 0.1))
+    assert (vs_ctrl["wins"], vs_ctrl["losses"], vs_ctrl["n"]) == (6, 0, 6)
+    assert vs_ctrl["dice"] == pytest.approx(vs_base["dice"])  # the arm's own Dice in both rows
+    assert [r["kind"] for r in result["rows"] if r["class"] == "1"] == ["baseline", "aa", "arm", "arm", "control"]
+    md = open(write_study_report(result, str(tmp_path), {}, None, None)["md"]).read()
+    assert "| cand vs ctrl |" in md and "diff vs control" in md
+    with pytest.raises(CMCLInputError, match="controls name arm"):
+        study_statistics(_records(values), "base", n_bootstrap=10, controls={"cand": "scratch"})
+
+
 def test_nan_pairs_are_dropped_and_counted():
     result = study_statistics(_records(), "base", n_bootstrap=200)
     cand, base = _row(result, "cand", "2"), _row(result, "base", "2", "baseline")

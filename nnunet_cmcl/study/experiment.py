@@ -15,7 +15,7 @@ from batchgenerators.utilities.file_and_folder_operations import isfile, join, l
 from nnunetv2.paths import nnUNet_preprocessed, nnUNet_results
 
 from nnunet_cmcl.errors import CMCLInputError
-from nnunet_cmcl.naming import dataset_name, trainer_path
+from nnunet_cmcl.naming import dataset_name, with_plugin_trainers
 from nnunet_cmcl.study.plan import Arm, Run, ensure_splits, labeled_fractions, plan_runs
 from nnunet_cmcl.study.run_progress import format_duration, read_run_progress, study_seconds_left, watch
 
@@ -35,11 +35,7 @@ def command_of(run: Run, dataset: str, configuration: str, plans: str, device: s
 
 def environment() -> dict:
     """This process's environment with the plugin's trainers visible to nnU-Net."""
-    env = dict(os.environ)
-    paths = [p for p in env.get("nnUNet_extTrainer", "").split(os.pathsep) if p]
-    if trainer_path() not in paths:
-        env["nnUNet_extTrainer"] = os.pathsep.join([trainer_path(), *paths])
-    return env
+    return {**os.environ, "nnUNet_extTrainer": with_plugin_trainers(os.environ.get("nnUNet_extTrainer"))}
 
 
 def execute(runs: list[Run], dataset: str, configuration: str, plans: str, device: str, log_folder: str,
@@ -88,9 +84,11 @@ def check_inputs(dataset: str, configuration: str, plans: str) -> str:
 def default_arms(pretrainer: str, finetuner: str, baseline: str, control: str | None = None,
                  extra: list[tuple[str, str, str]] = ()) -> list[Arm]:
     """The baseline first, then the optional schedule-matched scratch control, CMCL, and extra arms given as
-    (label, pretrainer, fine-tuning trainer)."""
-    arms = [Arm("baseline", baseline)] + ([Arm("scratch control", control)] if control else [])
-    return arms + [Arm("CMCL", finetuner, pretrainer)] + [Arm(label, tr, pre) for label, pre, tr in extra]
+    (label, pretrainer, fine-tuning trainer); with a control, every pretrained arm is also paired with it."""
+    paired = "scratch control" if control else None
+    arms = [Arm("baseline", baseline)] + ([Arm(paired, control)] if control else [])
+    return arms + [Arm("CMCL", finetuner, pretrainer, paired)] + [Arm(label, tr, pre, paired)
+                                                                   for label, pre, tr in extra]
 
 
 def run_experiment(dataset: str, configuration: str, plans: str, folds: list[int], fractions: list[float] | None,
@@ -129,7 +127,7 @@ def report_experiment(name: str, configuration: str, plans: str, runs: list[Run]
     results = join(str(nnUNet_results), name)
     segmentation = [r.record() for r in runs if r.arm is not None]
     records = load_records(results, plans, configuration, segmentation)
-    result = study_statistics(records, arms[0].label)
+    result = study_statistics(records, arms[0].label, controls={a.label: a.control for a in arms if a.control})
     names = class_names(load_json(join(nnUNet_preprocessed, name, "dataset.json")))
     by_condition = None
     if missing:
@@ -165,9 +163,6 @@ def evaluate_missing_modalities(name: str, configuration: str, plans: str, runs:
 
     todo = [(r, m) for m in modalities for r in _missing_runs(runs, seeds)
             if not isfile(join(r.fold_folder, f"validation_missing_{m}", "summary.json"))]
-    # nnU-Net's predictor, in this process, finds the trainer class through nnUNet_extTrainer: without the
-    # plugin's folder there it would not find the study's trainers (the training runs got it in their environment)
-    os.environ["nnUNet_extTrainer"] = environment()["nnUNet_extTrainer"]
     for i, (run, modality) in enumerate(todo, 1):
         print(f"[missing {i}/{len(todo)}] {run.label} without {modality}", flush=True)
         evaluate_missing(name, configuration, run.trainer, int(run.fold), modality, plans, device, quiet=True)

@@ -7,6 +7,8 @@ validation_missing_<NAME>`` then compares two trainers under the same missing mo
 """
 from __future__ import annotations
 
+import os
+
 import torch
 from batchgenerators.utilities.file_and_folder_operations import isfile, join, load_json
 from nnunetv2.evaluation.evaluate_predictions import compute_metrics_on_folder
@@ -17,12 +19,15 @@ from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
 
 from nnunet_cmcl.atomic import folder_written_atomically
 from nnunet_cmcl.errors import CMCLInputError
-from nnunet_cmcl.naming import dataset_name, trainer_folder
+from nnunet_cmcl.naming import dataset_name, trainer_folder, with_plugin_trainers
 
 
 def evaluate_missing(dataset: str, configuration: str, trainer: str, fold: int, drop: str,
                      plans: str = "nnUNetPlans", device: str = "cuda", quiet: bool = False) -> str:
     """Predicts and evaluates fold ``fold``'s validation cases without modality ``drop``; returns summary.json."""
+    # nnU-Net's predictor, in this process, finds the trainer class through nnUNet_extTrainer: without the
+    # plugin's folder there it would not find this package's trainers
+    os.environ["nnUNet_extTrainer"] = with_plugin_trainers(os.environ.get("nnUNet_extTrainer"))
     name = dataset_name(dataset)
     model_folder = trainer_folder(join(nnUNet_results, name), trainer, plans, configuration)
     if not isfile(join(model_folder, f"fold_{fold}", "checkpoint_final.pth")):

@@ -31,6 +31,9 @@ class Arm:
     label: str
     trainer: str
     pretrainer: str | None = None
+    # the label of the arm that trains this arm's schedule from random weights: the table pairs the two, so the
+    # difference is the pretrained weights' alone. None: the schedule is the baseline's (or there is no control)
+    control: str | None = None
 
 
 @dataclass

@@ -6,7 +6,8 @@ preprocessed with the study dataset's plans by `prepare`. Pretraining sees the p
 images, never its validation images. Arms: nnU-Net's default trainer (seeded), the fine-tuning schedule from
 random weights, and fine-tuning from CMCL (with the warm-up and with nnU-Net's schedule), from CMCL with dense
 terms on higher stages, from reconstruction only and from CMCL + reconstruction; label regimes of a few labeled
-cases and all of them; three training seeds; every all-labels model also validated without each modality. Budgets and sizes: docs/study.md says how they were measured.
+cases and all of them; three training seeds; every all-labels model also validated without each modality.
+Budgets and sizes: docs/study.md says how they were measured.
 """
 from __future__ import annotations
 
@@ -43,16 +44,18 @@ class Preset:
         return max(1, min(4, self.pool_cases // 4))
 
 
+SCRATCH = "scratch (same schedule)"
 CPU_ARMS = (Arm("nnU-Net", "nnUNetTrainerSeeded_cpuStudy"),
-            Arm("scratch (same schedule)", "nnUNetTrainerCMCLFinetune_cpuStudy_scratch"),
-            Arm("CMCL", "nnUNetTrainerCMCLFinetune_cpuStudy", "nnUNetTrainerCMCL_cpuStudy"),
+            Arm(SCRATCH, "nnUNetTrainerCMCLFinetune_cpuStudy_scratch"),
+            Arm("CMCL", "nnUNetTrainerCMCLFinetune_cpuStudy", "nnUNetTrainerCMCL_cpuStudy", SCRATCH),
             # the same pretrainings as CMCL, fine-tuned with nnU-Net's schedule: its control is the nnU-Net arm
             Arm("CMCL, no warm-up", "nnUNetTrainerCMCLFinetune_cpuStudy_noWarmup", "nnUNetTrainerCMCL_cpuStudy"),
             Arm("CMCL, dense stages", "nnUNetTrainerCMCLFinetune_cpuStudy_fromStages",
-                "nnUNetTrainerCMCL_stages_cpuStudy"),
-            Arm("reconstruction", "nnUNetTrainerCMCLFinetune_cpuStudy_fromRecon", "nnUNetTrainerCMCL_recon_cpuStudy"),
+                "nnUNetTrainerCMCL_stages_cpuStudy", SCRATCH),
+            Arm("reconstruction", "nnUNetTrainerCMCLFinetune_cpuStudy_fromRecon", "nnUNetTrainerCMCL_recon_cpuStudy",
+                SCRATCH),
             Arm("CMCL + reconstruction", "nnUNetTrainerCMCLFinetune_cpuStudy_fromDAE",
-                "nnUNetTrainerCMCL_DAE_cpuStudy"))
+                "nnUNetTrainerCMCL_DAE_cpuStudy", SCRATCH))
 
 CPU = Preset("cpu", dataset_id=970, pool_id=971, shape=(32, 40, 32), train_cases=16, val_cases=24, pool_cases=32,
              configuration="2d", batch_size=16, labeled=(2, 4, 16), train_seeds=(0, 1, 2), arms=CPU_ARMS)
@@ -174,10 +177,10 @@ def run_study(preset: Preset | str, workdir: str, device: str = "cpu") -> str:
 
 
 GPU_ARMS = (Arm("nnU-Net", "nnUNetTrainerSeeded"),
-            Arm("scratch (same schedule)", "nnUNetTrainerCMCLFinetune_scratch"),
-            Arm("CMCL", "nnUNetTrainerCMCLFinetune", "nnUNetTrainerCMCL"),
-            Arm("reconstruction", "nnUNetTrainerCMCLFinetune_fromRecon", "nnUNetTrainerCMCL_recon"),
-            Arm("CMCL + reconstruction", "nnUNetTrainerCMCLFinetune_fromDAE", "nnUNetTrainerCMCL_DAE"))
+            Arm(SCRATCH, "nnUNetTrainerCMCLFinetune_scratch"),
+            Arm("CMCL", "nnUNetTrainerCMCLFinetune", "nnUNetTrainerCMCL", SCRATCH),
+            Arm("reconstruction", "nnUNetTrainerCMCLFinetune_fromRecon", "nnUNetTrainerCMCL_recon", SCRATCH),
+            Arm("CMCL + reconstruction", "nnUNetTrainerCMCLFinetune_fromDAE", "nnUNetTrainerCMCL_DAE", SCRATCH))
 
 
 def run_gpu_study(dataset: str, configuration: str = "3d_fullres", plans: str = "nnUNetPlans",

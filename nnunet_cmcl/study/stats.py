@@ -237,18 +237,25 @@ def _regime_head(n_labeled, arms: dict, baseline: str) -> dict:
             "seeds": sorted({u[1] for u in arms[baseline]}, key=_seed_key)}
 
 
-def _regime_rows(head: dict, arms: dict, baseline: str, classes: list[str], n_bootstrap: int,
+def _regime_rows(head: dict, arms: dict, baseline: str, controls: dict, classes: list[str], n_bootstrap: int,
                  rng_seed: int) -> list[dict]:
     rows = []
     for key in classes:
         base = _by_seed(arms[baseline], key)
-        rows.append({**head, "class": key, "arm": baseline, "kind": "baseline",
+        rows.append({**head, "class": key, "arm": baseline, "kind": "baseline", "against": None,
                      **_arm_dice(base, n_bootstrap, rng_seed), **_no_diff()})
-        rows.append({**head, "class": key, "arm": baseline, "kind": "aa", **_aa_row(base, n_bootstrap, rng_seed)})
+        rows.append({**head, "class": key, "arm": baseline, "kind": "aa", "against": baseline,
+                     **_aa_row(base, n_bootstrap, rng_seed)})
+        values = {arm: _by_seed(arms[arm], key) for arm in arms}
         for arm in (a for a in arms if a != baseline):
-            values = _by_seed(arms[arm], key)
-            rows.append({**head, "class": key, "arm": arm, "kind": "arm", **_arm_dice(values, n_bootstrap, rng_seed),
-                         **_paired(_arm_pairs(base, values), n_bootstrap, rng_seed)})
+            rows.append({**head, "class": key, "arm": arm, "kind": "arm", "against": baseline,
+                         **_arm_dice(values[arm], n_bootstrap, rng_seed),
+                         **_paired(_arm_pairs(base, values[arm]), n_bootstrap, rng_seed)})
+        for arm, control in controls.items():
+            if arm in arms and control in arms and control != baseline:
+                rows.append({**head, "class": key, "arm": arm, "kind": "control", "against": control,
+                             **_arm_dice(values[arm], n_bootstrap, rng_seed),
+                             **_paired(_arm_pairs(values[control], values[arm]), n_bootstrap, rng_seed)})
     return rows
 
 
@@ -260,10 +267,13 @@ def _check_settings(n_bootstrap, rng_seed) -> None:
             raise CMCLInputError(f"{name} {value!r} is not an integer >= {low}; give e.g. {example}")
 
 
-def study_statistics(records: list[dict], baseline_arm: str, n_bootstrap: int = 10000, rng_seed: int = 0) -> dict:
+def study_statistics(records: list[dict], baseline_arm: str, n_bootstrap: int = 10000, rng_seed: int = 0,
+                     controls: dict[str, str] | None = None) -> dict:
     """Per label regime, class and arm: mean Dice with CI, and paired differences to the baseline arm (see the
-    module docstring); an A/A row per regime and class gives the noise floor."""
+    module docstring); an A/A row per regime and class gives the noise floor. ``controls`` maps an arm to its
+    schedule-matched control arm: a row of kind 'control' pairs the two the same way."""
     _check_settings(n_bootstrap, rng_seed)
+    controls = dict(controls or {})
     if not records:
         raise CMCLInputError("no records were given; load them with load_records first")
     arms = list(dict.fromkeys(r["arm"] for r in records))
@@ -271,6 +281,10 @@ def study_statistics(records: list[dict], baseline_arm: str, n_bootstrap: int = 
         raise CMCLInputError(f"baseline arm {baseline_arm!r} is not among the arms {', '.join(map(str, arms))}; "
                              f"give one of them")
     arms = [baseline_arm] + [a for a in arms if a != baseline_arm]
+    unknown = sorted({a for pair in controls.items() for a in pair} - set(arms))
+    if unknown:
+        raise CMCLInputError(f"controls name arm(s) {', '.join(unknown)}, which have no records; give arms among "
+                             f"{', '.join(map(str, arms))}")
     index = _index(records)
     rows, regimes = [], []
     for n_labeled in sorted(index):
@@ -283,7 +297,7 @@ def study_statistics(records: list[dict], baseline_arm: str, n_bootstrap: int = 
         classes = [k for k in classes_of([{"baseline": r["dice"]} for r in present[baseline_arm].values()])
                    if k != MEAN]
         head = _regime_head(n_labeled, ordered, baseline_arm)
-        rows += _regime_rows(head, ordered, baseline_arm, [MEAN] + classes, n_bootstrap, rng_seed)
+        rows += _regime_rows(head, ordered, baseline_arm, controls, [MEAN] + classes, n_bootstrap, rng_seed)
         units = present[baseline_arm]
         regimes.append({**head, "source_folds": sorted({u[0] for u in units}, key=lambda f: str(f).zfill(4)),
                         "n_units": len(units), "classes": classes, "arms": list(ordered),
@@ -298,8 +312,8 @@ def definitions() -> dict[str, str]:
     return {"unit": "(source fold, seed, validation case): what the arms are paired on",
             "mean Dice": "mean over seeds of the arm's mean over cases; the arm's NaN Dice values left out "
                          "(n_dice_nan)",
-            "diff": "arm - baseline per unit, mean over seeds of the per-seed mean; NaN pairs dropped "
-                    "(n_nan_dropped)",
+            "diff": "arm - baseline per unit (rows 'vs control': arm - its schedule-matched control), mean over "
+                    "seeds of the per-seed mean; NaN pairs dropped (n_nan_dropped)",
             "ci": "95% hierarchical percentile bootstrap: seeds resampled, then cases within each drawn seed",
             "per-seed diffs": "the mean difference of each training seed alone",
             "W/T/L": f"paired units where the arm is better / within {TIE:g} / worse",

@@ -2,8 +2,9 @@
 each file written whole or not at all.
 
 - study.md: per label regime, the "mean" table and then one per class; rows: the baseline arm, the A/A row (the
-  baseline against itself with seeds rotated: the noise floor), the other arms; the definitions at the end;
-- study.csv: one row per label regime x class x arm; study.json: the result, NaN as null;
+  baseline against itself with seeds rotated: the noise floor), the other arms; below each table, the arms
+  against their schedule-matched controls where the study has them; the definitions at the end;
+- study.csv: one row per label regime x class x arm (and x control); study.json: the result, NaN as null;
 - dice_vs_labels.png: class-mean Dice against the number of labeled cases, one line and CI band per arm;
 - learning_curves.png: EMA pseudo Dice per epoch, a panel per label regime, a colour per arm, a line per seed;
 - missing_modality.png: class-mean Dice with CI per arm and evaluation condition, at the largest label regime.
@@ -23,7 +24,7 @@ from nnunet_cmcl.errors import CMCLInputError
 from nnunet_cmcl.study.compare import MEAN
 from nnunet_cmcl.study.report import _fmt, _fmt_p, _nan_to_none
 
-COLUMNS = ("n_labeled", "fractions", "class", "class_name", "arm", "kind", "seeds", "dice", "dice_ci_low",
+COLUMNS = ("n_labeled", "fractions", "class", "class_name", "arm", "kind", "against", "seeds", "dice", "dice_ci_low",
            "dice_ci_high", "n_dice", "n_dice_nan", "diff", "ci_low", "ci_high", "seed_diffs", "wins", "ties",
            "losses", "n", "n_nan_dropped", "p_wilcoxon", "note")
 DASH = "—"
@@ -44,8 +45,8 @@ def _seed(seed) -> str:
 
 
 def _arm_label(row: dict) -> str:
-    return {"baseline": f"{row['arm']} (baseline)", "aa": f"A/A: {row['arm']}, seeds rotated"}.get(row["kind"],
-                                                                                                     row["arm"])
+    return {"baseline": f"{row['arm']} (baseline)", "aa": f"A/A: {row['arm']}, seeds rotated",
+            "control": f"{row['arm']} vs {row['against']}"}.get(row["kind"], row["arm"])
 
 
 def _regime_title(regime: dict) -> str:
@@ -77,18 +78,25 @@ def _wtl(row: dict) -> str:
     return DASH if _nan(row["wins"]) else f"{row['wins']}/{row['ties']}/{row['losses']}"
 
 
-def _rows_of(result: dict, n_labeled, key: str) -> list[dict]:
-    order = {"baseline": 0, "aa": 1, "arm": 2}  # baseline, then its noise floor, then the arms in study order
-    rows = [r for r in result["rows"] if r["n_labeled"] == n_labeled and r["class"] == key]
+def _rows_of(result: dict, n_labeled, key: str, kinds=("baseline", "aa", "arm")) -> list[dict]:
+    """The rows of ``kinds``: the baseline, then its noise floor, then the arms in study order (then the rows
+    against controls)."""
+    order = {"baseline": 0, "aa": 1, "arm": 2, "control": 3}
+    rows = [r for r in result["rows"] if r["n_labeled"] == n_labeled and r["class"] == key and r["kind"] in kinds]
     return sorted(rows, key=lambda r: (order[r["kind"]], result["arms"].index(r["arm"])))
+
+
+def _arm_rows(result: dict, n_labeled, key: str) -> dict[str, dict]:
+    """{arm: its row}: the baseline's and every arm's own Dice."""
+    return {r["arm"]: r for r in _rows_of(result, n_labeled, key, ("baseline", "arm"))}
 
 
 # ---------------------------------------------------------------- markdown
 
-def _table(result: dict, n_labeled, key: str) -> str:
-    head = "| arm | mean Dice [CI] | diff vs baseline [hierarchical CI] | per-seed diffs | W/T/L | Wilcoxon p | n |"
+def _table(result: dict, n_labeled, key: str, kinds=("baseline", "aa", "arm"), against: str = "baseline") -> str:
+    head = f"| arm | mean Dice [CI] | diff vs {against} [hierarchical CI] | per-seed diffs | W/T/L | Wilcoxon p | n |"
     lines = [head, "|" + "---|" * 7]
-    rows = _rows_of(result, n_labeled, key)
+    rows = _rows_of(result, n_labeled, key, kinds)
     for r in rows:
         n = r["n_dice"] if r["kind"] == "baseline" else r["n"]
         lines.append(f"| {_arm_label(r)} | {_dice_cell(r)} | {_diff_cell(r)} | {_seed_diffs(r)} | {_wtl(r)} | "
@@ -122,6 +130,10 @@ def _regime_section(result: dict, regime: dict, class_names: dict) -> list[str]:
         lines.append(f"- arms without runs here: {', '.join(regime['arms_absent'])}")
     for key in [MEAN] + regime["classes"]:
         lines += ["", f"### {_name(class_names, key)}", "", _table(result, regime["n_labeled"], key)]
+        if _rows_of(result, regime["n_labeled"], key, ("control",)):
+            lines += ["", f"Against the schedule-matched control ({_name(class_names, key)}): what the pretrained "
+                          f"weights do, the schedule being the same", "",
+                      _table(result, regime["n_labeled"], key, ("control",), "control")]
     return lines + [""]
 
 
@@ -136,8 +148,7 @@ def _convergence_section(curves: list[dict]) -> list[str]:
 
 def _largest_regime_rows(result: dict) -> dict[str, dict]:
     """{arm: its class-mean row} at the largest n_labeled (all labels)."""
-    n_labeled = max(g["n_labeled"] for g in result["regimes"])
-    return {r["arm"]: r for r in _rows_of(result, n_labeled, MEAN) if r["kind"] != "aa"}
+    return _arm_rows(result, max(g["n_labeled"] for g in result["regimes"]), MEAN)
 
 
 def _missing_section(missing: dict) -> list[str]:
@@ -188,7 +199,7 @@ def _csv(result: dict, class_names: dict) -> str:
     writer.writerow(COLUMNS)
     for regime in result["regimes"]:
         for key in [MEAN] + regime["classes"]:
-            for row in _rows_of(result, regime["n_labeled"], key):
+            for row in _rows_of(result, regime["n_labeled"], key, ("baseline", "aa", "arm", "control")):
                 writer.writerow([_csv_value(row, c, class_names) for c in COLUMNS])
     return buf.getvalue()
 
@@ -229,8 +240,7 @@ def _plot_dice_vs_labels(result: dict, path: str) -> None:
     regimes = result["regimes"]
     x = np.arange(len(regimes))  # categorical: label counts such as 2, 4, 80 are unevenly spread
     for arm in result["arms"]:
-        rows = [{r["arm"]: r for r in _rows_of(result, g["n_labeled"], MEAN) if r["kind"] != "aa"}.get(arm)
-                for g in regimes]
+        rows = [_arm_rows(result, g["n_labeled"], MEAN).get(arm) for g in regimes]
         y, low, high = ([r[k] if r else math.nan for r in rows] for k in ("dice", "dice_ci_low", "dice_ci_high"))
         color = _color(result["arms"], arm)
         ax.plot(x, y, "-o", color=color, label=arm, markersize=4)
