@@ -114,6 +114,12 @@ def test_the_same_seed_reproduces_a_run_exactly_and_another_seed_does_not(study,
     dice = [[c["metrics"] for c in load_json(join(f, "validation", "summary.json"))["metric_per_case"]]
             for f in (first, second)]
     assert dice[0] == dice[1]
+    # the fine-tuning trainer's default schedule from random weights is nnU-Net's trainer, bit for bit: nothing but
+    # the pretrained weights tells a fine-tuned arm from the baseline
+    finetuner = "nnUNetTrainerCMCLFinetune_default_smoke"
+    run(["nnUNetv2_train", "972", "2d", str(folds[0]), "-tr", finetuner, "-p", PLANS, "-device", "cpu"], again)
+    scratch = weights(join(str(tmp_path), STUDY, f"{finetuner}__{PLANS}__2d", f"fold_{folds[0]}"))
+    assert all(torch.equal(a[k], scratch[k]) for k in a)
 
 
 def test_a_rerun_skips_what_finished_and_a_baseline_without_seeds_is_refused(study):

@@ -4,9 +4,10 @@ Data: a simulated multi-modal brain dataset (T1, T2, FLAIR; CSF, grey and white 
 ``train_cases`` training and ``val_cases`` validation cases, and an unlabeled pool of ``pool_cases`` more subjects,
 preprocessed with the study dataset's plans by `prepare`. Pretraining sees the pool plus the fold's training
 images, never its validation images. Arms: nnU-Net's default trainer (seeded), the fine-tuning schedule from
-random weights, and fine-tuning from CMCL (with the warm-up and with nnU-Net's schedule), from CMCL with dense
-terms on higher stages, from reconstruction only and from CMCL + reconstruction; label regimes of a few labeled
-cases and all of them; three training seeds; every all-labels model also validated without each modality.
+random weights with a 5 % warm-up, and fine-tuning from CMCL (with that warm-up and with nnU-Net's schedule),
+from CMCL with dense terms on higher stages (with and without it), from reconstruction only and from CMCL +
+reconstruction (those two with the warm-up); label regimes of a few labeled cases and all of them; three
+training seeds; every all-labels model also validated without each modality.
 Budgets and sizes: docs/study.md says how they were measured.
 """
 from __future__ import annotations
@@ -52,6 +53,8 @@ CPU_ARMS = (Arm("nnU-Net", "nnUNetTrainerSeeded_cpuStudy"),
             Arm("CMCL, no warm-up", "nnUNetTrainerCMCLFinetune_cpuStudy_noWarmup", "nnUNetTrainerCMCL_cpuStudy"),
             Arm("CMCL, dense stages", "nnUNetTrainerCMCLFinetune_cpuStudy_fromStages",
                 "nnUNetTrainerCMCL_stages_cpuStudy", SCRATCH),
+            Arm("CMCL, dense stages, no warm-up", "nnUNetTrainerCMCLFinetune_cpuStudy_noWarmup_fromStages",
+                "nnUNetTrainerCMCL_stages_cpuStudy"),
             Arm("reconstruction", "nnUNetTrainerCMCLFinetune_cpuStudy_fromRecon", "nnUNetTrainerCMCL_recon_cpuStudy",
                 SCRATCH),
             Arm("CMCL + reconstruction", "nnUNetTrainerCMCLFinetune_cpuStudy_fromDAE",
@@ -176,11 +179,11 @@ def run_study(preset: Preset | str, workdir: str, device: str = "cpu") -> str:
     return text
 
 
+# the fine-tuning schedule is nnU-Net's own (no warm-up): nnU-Net's trainer is every pretrained arm's control
 GPU_ARMS = (Arm("nnU-Net", "nnUNetTrainerSeeded"),
-            Arm(SCRATCH, "nnUNetTrainerCMCLFinetune_scratch"),
-            Arm("CMCL", "nnUNetTrainerCMCLFinetune", "nnUNetTrainerCMCL", SCRATCH),
-            Arm("reconstruction", "nnUNetTrainerCMCLFinetune_fromRecon", "nnUNetTrainerCMCL_recon", SCRATCH),
-            Arm("CMCL + reconstruction", "nnUNetTrainerCMCLFinetune_fromDAE", "nnUNetTrainerCMCL_DAE", SCRATCH))
+            Arm("CMCL", "nnUNetTrainerCMCLFinetune", "nnUNetTrainerCMCL"),
+            Arm("reconstruction", "nnUNetTrainerCMCLFinetune_fromRecon", "nnUNetTrainerCMCL_recon"),
+            Arm("CMCL + reconstruction", "nnUNetTrainerCMCLFinetune_fromDAE", "nnUNetTrainerCMCL_DAE"))
 
 
 def run_gpu_study(dataset: str, configuration: str = "3d_fullres", plans: str = "nnUNetPlans",

@@ -51,8 +51,9 @@ class nnUNetTrainerSeeded_cpuStudy(_CPUStudy, nnUNetTrainerSeeded):
 
 
 class nnUNetTrainerCMCLFinetune_cpuStudy(_CPUStudy, nnUNetTrainerCMCLFinetune):
-    """The default fine-tuning schedule with the preset's segmentation budget, from CMCL."""
-    overrides = SEGMENTATION_BUDGET
+    """Fine-tuning with a 5 % warm-up (nnUNetTrainerCMCLFinetune_warmup's schedule) and the preset's segmentation
+    budget, from CMCL; the arms built on it share that schedule."""
+    overrides = {**SEGMENTATION_BUDGET, "warmup_fraction": 0.05}
 
 
 class nnUNetTrainerCMCLFinetune_cpuStudy_scratch(nnUNetTrainerCMCLFinetune_cpuStudy):
@@ -61,8 +62,12 @@ class nnUNetTrainerCMCLFinetune_cpuStudy_scratch(nnUNetTrainerCMCLFinetune_cpuSt
 
 
 class nnUNetTrainerCMCLFinetune_cpuStudy_noWarmup(nnUNetTrainerCMCLFinetune_cpuStudy):
-    """nnU-Net's schedule, as the baseline arm's, from CMCL (nnUNetTrainerCMCLFinetune_noWarmup with the budget)."""
+    """nnU-Net's schedule, as the baseline arm's (nnUNetTrainerCMCLFinetune's default), from CMCL."""
     overrides = {**SEGMENTATION_BUDGET, "warmup_fraction": 0.0}
+
+
+class nnUNetTrainerCMCLFinetune_cpuStudy_noWarmup_fromStages(nnUNetTrainerCMCLFinetune_cpuStudy_noWarmup):
+    """nnU-Net's schedule from CMCL with dense terms on higher stages (its own results folder)."""
 
 
 class nnUNetTrainerCMCLFinetune_cpuStudy_fromRecon(nnUNetTrainerCMCLFinetune_cpuStudy):

@@ -9,26 +9,31 @@ from nnunet_cmcl.transfer.finetune import nnUNetTrainerCMCLFinetune
 
 
 class nnUNetTrainerCMCLFinetune_scratch(nnUNetTrainerCMCLFinetune):
-    """nnUNetTrainerCMCLFinetune's schedule from random weights (refuses -pretrained_weights)."""
+    """nnUNetTrainerCMCLFinetune's schedule from random weights (refuses -pretrained_weights). With the default
+    schedule (no warm-up) it trains what nnU-Net's default trainer trains, bit for bit on the CPU."""
+    accepts_pretrained_weights = False
+
+
+class nnUNetTrainerCMCLFinetune_warmup(nnUNetTrainerCMCLFinetune):
+    """A linear warm-up over the first 5 % of iterations (at most 50 epochs), then nnU-Net's poly decay: the ramp
+    of nnU-Net's PretrainedTrainer, meant to keep a random decoder's first gradients from wrecking the encoder."""
+    overrides = {"warmup_fraction": 0.05}
+
+
+class nnUNetTrainerCMCLFinetune_warmup_scratch(nnUNetTrainerCMCLFinetune_warmup):
+    """nnUNetTrainerCMCLFinetune_warmup's schedule from random weights (refuses -pretrained_weights)."""
     accepts_pretrained_weights = False
 
 
 class nnUNetTrainerCMCLFinetune_lr1e3(nnUNetTrainerCMCLFinetune):
     """The recipe of nnU-Net's PretrainedTrainer and "Revisiting MAE" for pretrained encoders: peak learning rate
-    1e-3 (nnU-Net's default is 1e-2), linear warm-up, encoder trained from the start."""
-    overrides = {"initial_lr": 1e-3}
+    1e-3 (nnU-Net's default is 1e-2), a linear warm-up over 5 %, encoder trained from the start."""
+    overrides = {"initial_lr": 1e-3, "warmup_fraction": 0.05}
 
 
 class nnUNetTrainerCMCLFinetune_lr1e3_scratch(nnUNetTrainerCMCLFinetune_lr1e3):
     """nnUNetTrainerCMCLFinetune_lr1e3's schedule from random weights (refuses -pretrained_weights)."""
     accepts_pretrained_weights = False
-
-
-class nnUNetTrainerCMCLFinetune_noWarmup(nnUNetTrainerCMCLFinetune):
-    """nnU-Net's own schedule (peak lr 1e-2 from the first step, poly decay) from pretrained weights: without the
-    warm-up its schedule-matched control is nnU-Net's default trainer itself. On the CPU preset, the 5 % warm-up
-    alone cost the scratch control 0.02-0.06 Dice against nnU-Net (docs/study.md)."""
-    overrides = {"warmup_fraction": 0.0}  # a ramp of 1 iteration: lr(0) is already the peak
 
 
 class nnUNetTrainerCMCLFinetune_fromRecon(nnUNetTrainerCMCLFinetune):

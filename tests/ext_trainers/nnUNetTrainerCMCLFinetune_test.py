@@ -27,3 +27,9 @@ class nnUNetTrainerSeeded_smoke(nnUNetTrainerSeeded):
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
         vars(self).update({"num_epochs": 1, "num_iterations_per_epoch": 3, "num_val_iterations_per_epoch": 1})
+
+
+class nnUNetTrainerCMCLFinetune_default_smoke(nnUNetTrainerCMCLFinetune):
+    """The fine-tuning trainer's default schedule with nnUNetTrainerSeeded_smoke's budget: from random weights it
+    must train exactly what nnU-Net's trainer trains."""
+    overrides = {"num_epochs": 1, "num_iterations_per_epoch": 3, "num_val_iterations_per_epoch": 1}
