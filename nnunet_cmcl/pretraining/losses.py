@@ -85,8 +85,9 @@ class CMCLLoss(nn.Module):
 
     forward(out, case_ids, queue): ``out`` holds 'global' (V, B, D) and/or 'dense' (V, B, M, D) with 'positions'
     (B, M, d), and any 'dense_stage{k}' with 'positions_stage{k}' (``dense_stages``); case_ids (B,) is an integer
-    per sample naming its case, equal on every rank for the same case (other patches of one case are no negatives); queue (keys (Q, D), case ids (Q,), filled (Q,)) or None: more
-    negatives for the global term (``KeyQueue.negatives()``), those of the anchor's case masked. Returns 'loss' and
+    per sample naming its case, equal on every rank for the same case (other patches of one case are no
+    negatives); queue (keys (Q, D), case ids (Q,), filled (Q,)) or None: more negatives for the global term
+    (``KeyQueue.negatives()``), those of the anchor's case masked. Returns 'loss' and
     its terms 'loss_global', 'loss_dense', 'loss_dense_stage{k}' (terms of weight 0 are absent), all float32
     scalars.
     """

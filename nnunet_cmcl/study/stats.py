@@ -247,14 +247,13 @@ def _regime_rows(head: dict, arms: dict, baseline: str, controls: dict, classes:
         rows.append({**head, "class": key, "arm": baseline, "kind": "aa", "against": baseline,
                      **_aa_row(base, n_bootstrap, rng_seed)})
         values = {arm: _by_seed(arms[arm], key) for arm in arms}
-        for arm in (a for a in arms if a != baseline):
-            rows.append({**head, "class": key, "arm": arm, "kind": "arm", "against": baseline,
-                         **_arm_dice(values[arm], n_bootstrap, rng_seed),
+        dice = {arm: _arm_dice(values[arm], n_bootstrap, rng_seed) for arm in arms if arm != baseline}
+        for arm in dice:
+            rows.append({**head, "class": key, "arm": arm, "kind": "arm", "against": baseline, **dice[arm],
                          **_paired(_arm_pairs(base, values[arm]), n_bootstrap, rng_seed)})
-        for arm, control in controls.items():
-            if arm in arms and control in arms and control != baseline:
-                rows.append({**head, "class": key, "arm": arm, "kind": "control", "against": control,
-                             **_arm_dice(values[arm], n_bootstrap, rng_seed),
+        for arm, control in controls.items():  # the arm's own Dice again: a control row reads whole on its own
+            if arm in dice and control in dice:
+                rows.append({**head, "class": key, "arm": arm, "kind": "control", "against": control, **dice[arm],
                              **_paired(_arm_pairs(values[control], values[arm]), n_bootstrap, rng_seed)})
     return rows
 

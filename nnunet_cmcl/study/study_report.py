@@ -28,6 +28,7 @@ COLUMNS = ("n_labeled", "fractions", "class", "class_name", "arm", "kind", "agai
            "dice_ci_high", "n_dice", "n_dice_nan", "diff", "ci_low", "ci_high", "seed_diffs", "wins", "ties",
            "losses", "n", "n_nan_dropped", "p_wilcoxon", "note")
 DASH = "—"
+TABLE_KINDS = ("baseline", "aa", "arm")  # the rows of a regime's main table; "control" rows get a table of their own
 
 
 # ---------------------------------------------------------------- text pieces
@@ -78,7 +79,7 @@ def _wtl(row: dict) -> str:
     return DASH if _nan(row["wins"]) else f"{row['wins']}/{row['ties']}/{row['losses']}"
 
 
-def _rows_of(result: dict, n_labeled, key: str, kinds=("baseline", "aa", "arm")) -> list[dict]:
+def _rows_of(result: dict, n_labeled, key: str, kinds=TABLE_KINDS) -> list[dict]:
     """The rows of ``kinds``: the baseline, then its noise floor, then the arms in study order (then the rows
     against controls)."""
     order = {"baseline": 0, "aa": 1, "arm": 2, "control": 3}
@@ -93,7 +94,7 @@ def _arm_rows(result: dict, n_labeled, key: str) -> dict[str, dict]:
 
 # ---------------------------------------------------------------- markdown
 
-def _table(result: dict, n_labeled, key: str, kinds=("baseline", "aa", "arm"), against: str = "baseline") -> str:
+def _table(result: dict, n_labeled, key: str, kinds=TABLE_KINDS, against: str = "baseline") -> str:
     head = f"| arm | mean Dice [CI] | diff vs {against} [hierarchical CI] | per-seed diffs | W/T/L | Wilcoxon p | n |"
     lines = [head, "|" + "---|" * 7]
     rows = _rows_of(result, n_labeled, key, kinds)
@@ -199,7 +200,7 @@ def _csv(result: dict, class_names: dict) -> str:
     writer.writerow(COLUMNS)
     for regime in result["regimes"]:
         for key in [MEAN] + regime["classes"]:
-            for row in _rows_of(result, regime["n_labeled"], key, ("baseline", "aa", "arm", "control")):
+            for row in _rows_of(result, regime["n_labeled"], key, TABLE_KINDS + ("control",)):
                 writer.writerow([_csv_value(row, c, class_names) for c in COLUMNS])
     return buf.getvalue()
 
@@ -239,8 +240,9 @@ def _plot_dice_vs_labels(result: dict, path: str) -> None:
     ax = fig.subplots()
     regimes = result["regimes"]
     x = np.arange(len(regimes))  # categorical: label counts such as 2, 4, 80 are unevenly spread
+    by_regime = [_arm_rows(result, g["n_labeled"], MEAN) for g in regimes]
     for arm in result["arms"]:
-        rows = [_arm_rows(result, g["n_labeled"], MEAN).get(arm) for g in regimes]
+        rows = [arm_rows.get(arm) for arm_rows in by_regime]
         y, low, high = ([r[k] if r else math.nan for r in rows] for k in ("dice", "dice_ci_low", "dice_ci_high"))
         color = _color(result["arms"], arm)
         ax.plot(x, y, "-o", color=color, label=arm, markersize=4)
