@@ -167,7 +167,9 @@ def test_reconstruction_trains_encoder_and_decoder_and_its_loss_falls_on_a_fixed
         torch.manual_seed(0)  # the same views and disruptions each step: only the weights change
         terms = trainer.train_step(batch)
         losses.append(terms["loss_reconstruction"].item())
-    assert set(terms) == {"loss", "loss_global", "loss_dense", "loss_reconstruction"}
+    stages = {f"loss_dense_stage{k}" for k in range(1, trainer.cmcl_config.dense_stages + 1)}
+    assert trainer.cmcl_config.dense_stages == 2  # the default: CMCL + reconstruction has the stage terms too
+    assert set(terms) == {"loss", "loss_global", "loss_dense", "loss_reconstruction"} | stages
     assert losses[-1] < 0.7 * losses[0], losses
     after = trainer.plain_network.state_dict()
     changed = {k for k in before if not torch.equal(before[k], after[k])}

@@ -94,4 +94,5 @@ class nnUNetTrainerCMCL_recon(nnUNetTrainerCMCL_DAE):
     self-supervised baseline (a disruptive/masked autoencoder through nnU-Net's own U-Net, as in "Revisiting MAE").
     Same views, disruptions and budget as the hybrid, so the two differ by the contrastive terms alone."""
 
-    cmcl_config = replace(nnUNetTrainerCMCL_DAE.cmcl_config, weight_global=0.0, weight_dense=0.0)
+    cmcl_config = replace(nnUNetTrainerCMCL_DAE.cmcl_config, weight_global=0.0, weight_dense=0.0,
+                          dense_stages=0)

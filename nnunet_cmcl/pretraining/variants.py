@@ -16,7 +16,7 @@ class nnUNetTrainerCMCL_250epochs(nnUNetTrainerCMCL):
 
 class nnUNetTrainerCMCL_globalOnly(nnUNetTrainerCMCL):
     """Only the global (per-sample) InfoNCE term."""
-    cmcl_config = replace(nnUNetTrainerCMCL.cmcl_config, weight_dense=0.0)
+    cmcl_config = replace(nnUNetTrainerCMCL.cmcl_config, weight_dense=0.0, dense_stages=0)
 
 
 class nnUNetTrainerCMCL_denseOnly(nnUNetTrainerCMCL):
@@ -50,5 +50,11 @@ class nnUNetTrainerCMCL_Aug(nnUNetTrainerCMCL):
 
 class nnUNetTrainerCMCL_stages(nnUNetTrainerCMCL):
     """Dense terms also on the 2 encoder stages above the bottleneck (``dense_stages``), each with its own head:
-    the stages that feed nnU-Net's skips get a loss of their own, not only what the bottleneck's passes down."""
+    the default now; kept so that existing commands and results folders still run."""
     cmcl_config = replace(nnUNetTrainerCMCL.cmcl_config, dense_stages=2)
+
+
+class nnUNetTrainerCMCL_bottleneck(nnUNetTrainerCMCL):
+    """Dense term on the bottleneck only (the default before ``dense_stages`` = 2): the stages that feed nnU-Net's
+    skips learn only through what the bottleneck's loss passes down."""
+    cmcl_config = replace(nnUNetTrainerCMCL.cmcl_config, dense_stages=0)
