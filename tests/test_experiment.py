@@ -137,6 +137,14 @@ def test_a_rerun_skips_what_finished_and_a_baseline_without_seeds_is_refused(stu
     assert "--missing PET: not among the channels" in proc.stderr
 
 
+def test_a_workdir_of_another_preset_version_is_refused_before_any_run(study):
+    env, _ = study
+    rerun = TINY.replace("batch_size=4", "batch_size=5").replace("WORKDIR", repr(os.path.dirname(env["nnUNet_raw"])))
+    proc = subprocess.run([sys.executable, "-c", rerun], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "batch 4, the preset 'tiny' uses 5" in proc.stderr
+    assert "give a new --workdir" in proc.stderr and "3/4 training" not in proc.stdout
+
+
 def test_missing_modality_evaluation_finds_the_plugins_trainers(monkeypatch, tmp_path):
     # nnU-Net's predictor runs in the calling process (the study's, or evaluate-missing's) and finds trainer
     # classes through nnUNet_extTrainer only; the plugin's trainers must be found without the user setting it

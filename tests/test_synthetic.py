@@ -97,8 +97,9 @@ def test_existing_target_refused(tmp_path):
         write_phantom_dataset(str(tmp_path), 5, name="Other", num_cases=2, shape=(16, 16, 16))
 
 
-def test_nnunet_plan_and_preprocess(tmp_path):
-    """nnU-Net's own integrity check, fingerprinting, planning and 3d_fullres preprocessing accept the dataset."""
+def test_synth_cli_writes_a_dataset_that_nnunets_integrity_check_accepts(tmp_path):
+    """nnU-Net's own integrity check and fingerprinting accept the dataset `nnunet-cmcl synth` writes (planning
+    and preprocessing of the same writer's output run in every test that uses conftest's phantom_env)."""
     raw, pre, res = (str(tmp_path / n) for n in ("raw", "preprocessed", "results"))
     env = {**os.environ, "nnUNet_raw": raw, "nnUNet_preprocessed": pre, "nnUNet_results": res,
            "nnUNet_n_proc_DA": "1", "nnUNet_def_n_proc": "1"}
@@ -107,12 +108,9 @@ def test_nnunet_plan_and_preprocess(tmp_path):
     # the same id again: one line naming the fix, exit 2, the first dataset untouched
     again = run(synth, env, expect=2)
     assert again.stderr.count("\n") == 1 and "already exists" in again.stderr and "Traceback" not in again.stderr
-    # -np only sets the preprocessing workers; integrity check and fingerprinting use -npfp (default 8 spawned
-    # workers, each re-importing torch: ~20 s extra on 2 cores), so pin both to 1.
-    run(["nnUNetv2_plan_and_preprocess", "-d", "42", "-c", "3d_fullres", "--verify_dataset_integrity", "-np", "1",
-         "-npfp", "1", "--no_pbar"], env, timeout=300)
-    plans = os.path.join(pre, "Dataset042_CMCLPhantom", "nnUNetPlans.json")
-    assert os.path.isfile(plans)
-    with open(plans) as f:
-        cfg = json.load(f)["configurations"]["3d_fullres"]
-    assert all(p <= s for p, s in zip(cfg["patch_size"], SHAPE))
+    # -np 1: the default spawns 8 workers, each re-importing torch (~20 s extra on 2 cores)
+    run(["nnUNetv2_extract_fingerprint", "-d", "42", "--verify_dataset_integrity", "-np", "1", "--no_pbar"], env,
+        timeout=300)
+    with open(os.path.join(pre, "Dataset042_CMCLPhantom", "dataset_fingerprint.json")) as f:
+        shapes = json.load(f)["shapes_after_crop"]
+    assert len(shapes) == 4 and all(tuple(s) == tuple(SHAPE) for s in shapes)  # the phantom fills its volume
