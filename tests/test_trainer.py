@@ -16,7 +16,8 @@ from nnunet_cmcl.pretraining.config import CMCLConfig
 from nnunet_cmcl.pretraining.dae import CMCLReconstructionLoss, nnUNetTrainerCMCL_DAE
 from nnunet_cmcl.pretraining.metrics import normalised_std
 from nnunet_cmcl.pretraining.trainer import is_improvement, nnUNetTrainerCMCL
-from nnunet_cmcl.pretraining.variants import nnUNetTrainerCMCL_Aug, nnUNetTrainerCMCL_plusFull, nnUNetTrainerCMCL_stages
+from nnunet_cmcl.pretraining.variants import (nnUNetTrainerCMCL_Aug, nnUNetTrainerCMCL_bottleneck,
+                                              nnUNetTrainerCMCL_plusFull, nnUNetTrainerCMCL_stages)
 from nnunet_cmcl.transfer.finetune import nnUNetTrainerCMCLFinetune
 from nnunet_cmcl.transfer.handoff import describe
 
@@ -66,7 +67,8 @@ def test_step_trains_heads_and_encoder_and_checkpoint_fits_stock_network(env, mo
     while len(set(batch["keys"])) < 2:  # two patches of one case are no negatives: the global term would be 0
         batch = next(trainer.dataloader_train)
     losses = trainer.train_step(batch)
-    assert torch.isfinite(losses["loss"]) and set(losses) == {"loss", "loss_global", "loss_dense"}
+    stages = {f"loss_dense_stage{k}" for k in range(1, trainer.cmcl_config.dense_stages + 1)}  # 2 by default
+    assert torch.isfinite(losses["loss"]) and set(losses) == {"loss", "loss_global", "loss_dense"} | stages
     assert all(not torch.equal(v, trainer.cmcl_model.heads.state_dict()[k]) for k, v in heads.items()
                if v.is_floating_point())
     assert any(not torch.equal(v, trainer.cmcl_model.encoder.state_dict()[k]) for k, v in encoder.items())
@@ -111,7 +113,7 @@ def test_all_channels_view_variant_runs(env, monkeypatch):
 
 
 @pytest.mark.parametrize("cls", [nnUNetTrainerCMCL, nnUNetTrainerCMCL_DAE, nnUNetTrainerCMCL_Aug,
-                                 nnUNetTrainerCMCL_stages])
+                                 nnUNetTrainerCMCL_bottleneck])  # the default has dense_stages = 2
 def test_step_waits_for_the_device_once(env, monkeypatch, cls):
     # the one sync is the finite check that decides whether to update; nnU-Net's own step also syncs once
     # (its loss to numpy). Boolean-mask indexing or constants built from lists per step would add more
