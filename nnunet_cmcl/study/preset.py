@@ -3,10 +3,9 @@
 Data: a simulated multi-modal brain dataset (T1, T2, FLAIR; CSF, grey and white matter) with one fold of
 ``train_cases`` training and ``val_cases`` validation cases, and an unlabeled pool of ``pool_cases`` more subjects,
 preprocessed with the study dataset's plans by `prepare`. Pretraining sees the pool plus the fold's training
-images, never its validation images. Arms: nnU-Net's default trainer (seeded), and
-fine-tuning with nnU-Net's schedule from CMCL, from reconstruction only and from CMCL + reconstruction; label
-regimes of a few labeled cases and all of them; three training seeds; every all-labels model also validated
-without each modality.
+images, never its validation images. Arms: nnU-Net's default trainer (seeded), and fine-tuning with nnU-Net's
+schedule from CMCL, from reconstruction only and from CMCL + reconstruction; label regimes of a few labeled cases
+and all of them; three training seeds; every all-labels model also validated without each modality.
 Budgets and sizes: docs/study.md says how they were measured.
 """
 from __future__ import annotations
