@@ -21,6 +21,7 @@ from nnunet_cmcl.errors import CMCLInputError
 from nnunet_cmcl.pretraining.config import LEGACY_DEFAULTS, CMCLConfig
 from nnunet_cmcl.pretraining.dae import nnUNetTrainerCMCL_DAE
 from nnunet_cmcl.pretraining.disruptions import gaussian_noise, low_resolution, mask_cubes, random_intensity
+from nnunet_cmcl.pretraining.model import stage_key
 from nnunet_cmcl.pretraining.trainer import nnUNetTrainerCMCL
 from nnunet_cmcl.pretraining.views import ViewSampler
 from nnunet_cmcl.transfer.handoff import build_target_network
@@ -167,7 +168,7 @@ def test_reconstruction_trains_encoder_and_decoder_and_its_loss_falls_on_a_fixed
         torch.manual_seed(0)  # the same views and disruptions each step: only the weights change
         terms = trainer.train_step(batch)
         losses.append(terms["loss_reconstruction"].item())
-    stages = {f"loss_dense_stage{k}" for k in range(1, trainer.cmcl_config.dense_stages + 1)}
+    stages = {f"loss_{stage_key(k)}" for k in range(1, trainer.cmcl_config.dense_stages + 1)}
     assert trainer.cmcl_config.dense_stages == 2  # the default: CMCL + reconstruction has the stage terms too
     assert set(terms) == {"loss", "loss_global", "loss_dense", "loss_reconstruction"} | stages
     assert losses[-1] < 0.7 * losses[0], losses

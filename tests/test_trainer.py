@@ -15,6 +15,7 @@ from nnunet_cmcl.host_syncs import count_train_step
 from nnunet_cmcl.pretraining.config import CMCLConfig
 from nnunet_cmcl.pretraining.dae import CMCLReconstructionLoss, nnUNetTrainerCMCL_DAE
 from nnunet_cmcl.pretraining.metrics import normalised_std
+from nnunet_cmcl.pretraining.model import stage_key
 from nnunet_cmcl.pretraining.trainer import is_improvement, nnUNetTrainerCMCL
 from nnunet_cmcl.pretraining.variants import (nnUNetTrainerCMCL_Aug, nnUNetTrainerCMCL_bottleneck,
                                               nnUNetTrainerCMCL_plusFull, nnUNetTrainerCMCL_stages)
@@ -67,7 +68,7 @@ def test_step_trains_heads_and_encoder_and_checkpoint_fits_stock_network(env, mo
     while len(set(batch["keys"])) < 2:  # two patches of one case are no negatives: the global term would be 0
         batch = next(trainer.dataloader_train)
     losses = trainer.train_step(batch)
-    stages = {f"loss_dense_stage{k}" for k in range(1, trainer.cmcl_config.dense_stages + 1)}  # 2 by default
+    stages = {f"loss_{stage_key(k)}" for k in range(1, trainer.cmcl_config.dense_stages + 1)}  # 2 by default
     assert torch.isfinite(losses["loss"]) and set(losses) == {"loss", "loss_global", "loss_dense"} | stages
     assert all(not torch.equal(v, trainer.cmcl_model.heads.state_dict()[k]) for k, v in heads.items()
                if v.is_floating_point())
