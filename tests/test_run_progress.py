@@ -116,14 +116,23 @@ def test_format_duration(seconds, text):
 
 
 def test_study_seconds_left():
-    assert study_seconds_left([100.0, 300.0, 200.0], 2, 50.0) == 50.0 + 2 * 200.0
-    # the current run has no timed epoch yet: it counts as a whole typical run
-    assert study_seconds_left([100.0, 300.0, 200.0], 2, None) == 3 * 200.0
-    assert study_seconds_left([100.0], 0, 5.0) == 5.0
-    assert study_seconds_left([], 0, 5.0) == 5.0
-    assert study_seconds_left([], 3, None) is None
-    assert study_seconds_left([], 0, None) is None
-    assert study_seconds_left([], 3, 5.0) is None  # nothing to say how long the runs still to start take
+    done = {"segmentation": [100.0, 300.0, 200.0]}
+    assert study_seconds_left(done, ["segmentation"] * 2, "segmentation", 50.0) == 50.0 + 2 * 200.0
+    # the current run has no timed epoch yet: it counts as a whole typical run of its kind
+    assert study_seconds_left(done, ["segmentation"] * 2, "segmentation", None) == 3 * 200.0
+    assert study_seconds_left({"segmentation": [100.0]}, [], "segmentation", 5.0) == 5.0
+    assert study_seconds_left({}, [], "segmentation", 5.0) == 5.0
+    assert study_seconds_left({}, ["segmentation"] * 3, "segmentation", None) is None
+    assert study_seconds_left({}, [], "segmentation", None) is None
+    assert study_seconds_left({}, ["pretraining"] * 3, "segmentation", 5.0) is None  # nothing to go by
+
+
+def test_study_seconds_left_counts_each_run_at_the_median_of_its_kind():
+    done = {"pretraining": [120.0, 140.0], "segmentation": [400.0]}
+    assert study_seconds_left(done, ["segmentation", "pretraining", "segmentation"], "pretraining", 30.0) == \
+        30.0 + 400.0 + 130.0 + 400.0
+    # a kind that has not finished a run yet goes by all finished runs
+    assert study_seconds_left({"pretraining": [100.0, 300.0]}, ["segmentation"], "pretraining", 0.0) == 200.0
 
 
 def python(code: str, *args: str) -> subprocess.Popen:

@@ -38,13 +38,17 @@ def environment() -> dict:
     return {**os.environ, "nnUNet_extTrainer": with_plugin_trainers(os.environ.get("nnUNet_extTrainer"))}
 
 
+def kind_of(run: Run) -> str:
+    return "segmentation" if run.arm else "pretraining"
+
+
 def execute(runs: list[Run], dataset: str, configuration: str, plans: str, device: str, log_folder: str,
             name: str = "experiment") -> None:
     """Runs what is not finished, in order, with progress lines; each run's output goes to a log file."""
     os.makedirs(log_folder, exist_ok=True)
     exe = os.path.join(os.path.dirname(sys.executable), "nnUNetv2_train")
     env = environment()
-    durations: list[float] = []
+    durations: dict[str, list[float]] = {}  # by kind of run: pretraining or segmentation
     for i, run in enumerate(runs, 1):
         head = f"[{name} {i}/{len(runs)}] {run.label} ({run.trainer})"
         if isfile(run.done_file):
@@ -53,11 +57,12 @@ def execute(runs: list[Run], dataset: str, configuration: str, plans: str, devic
         command = command_of(run, dataset, configuration, plans, device)
         log = join(log_folder, f"{run.dataset + '__' if run.dataset else ''}{run.trainer}_fold_{run.fold}.log")
         print(f"{head}: {'resuming' if '--c' in command else 'running'} (log: {log})", flush=True)
-        to_start = sum(not isfile(r.done_file) for r in runs[i:])
+        to_start = [kind_of(r) for r in runs[i:] if not isfile(r.done_file)]
 
         def study_left(run=run, to_start=to_start) -> str:
             progress = read_run_progress(run.fold_folder)
-            left = study_seconds_left(durations, to_start, progress.seconds_left if progress else None)
+            current_left = progress.seconds_left if progress else None
+            left = study_seconds_left(durations, to_start, kind_of(run), current_left)
             return "" if left is None else f"; {name} about {format_duration(left)} left"
 
         start = time.time()
@@ -67,8 +72,9 @@ def execute(runs: list[Run], dataset: str, configuration: str, plans: str, devic
             code = watch(process, run.fold_folder, head, PROGRESS_INTERVAL, extra=study_left)
         if code != 0 or not isfile(run.done_file):
             raise RuntimeError(f"{run.label} failed (exit {code}); see {log}; rerun the same command to resume")
-        durations.append(time.time() - start)
-        print(f"{head}: done in {format_duration(durations[-1])}", flush=True)
+        seconds = time.time() - start
+        durations.setdefault(kind_of(run), []).append(seconds)
+        print(f"{head}: done in {format_duration(seconds)}", flush=True)
 
 
 def check_inputs(dataset: str, configuration: str, plans: str) -> str:

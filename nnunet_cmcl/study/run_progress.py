@@ -110,17 +110,24 @@ def describe(progress: RunProgress | None) -> str:
     return text
 
 
-def study_seconds_left(done_seconds: list[float], remaining_runs: int, current_left: float | None) -> float | None:
-    """The whole study's time left: the current run's time left plus ``remaining_runs`` (the runs not started
-    yet) times the median duration of the finished runs.
+def study_seconds_left(done: dict[str, list[float]], to_start: list[str], current: str,
+                       current_left: float | None) -> float | None:
+    """The whole study's time left: the current run's time left plus, for each run not started yet, the median
+    duration of the finished runs of its kind (``to_start`` lists their kinds, for example pretraining and
+    segmentation: a study's pretrainings take a fraction of its segmentation runs, which also validate).
 
-    Without a time left for the current run (no epoch timed yet) it counts as a whole run of median length.
-    None when that cannot be estimated: no finished run yet, and either no ``current_left`` or runs still to start.
+    A kind without finished runs takes the median of all finished runs. Without a time left for the current run
+    (no epoch timed yet) it counts as a whole run of its kind. None when that cannot be estimated: no finished run
+    yet, and either no ``current_left`` or runs still to start.
     """
-    if not done_seconds:
-        return current_left if remaining_runs == 0 else None
-    typical = statistics.median(done_seconds)
-    return (typical if current_left is None else current_left) + remaining_runs * typical
+    everything = [seconds for durations in done.values() for seconds in durations]
+    if not everything:
+        return current_left if not to_start else None
+
+    def typical(kind: str) -> float:
+        return statistics.median(done.get(kind) or everything)
+
+    return (typical(current) if current_left is None else current_left) + sum(typical(k) for k in to_start)
 
 
 def watch(process: subprocess.Popen, fold_folder: str, prefix: str, interval: float = 60.0,
