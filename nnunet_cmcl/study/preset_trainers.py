@@ -8,6 +8,7 @@ import torch
 from nnunet_cmcl.overrides import apply_overrides
 from nnunet_cmcl.pretraining.dae import nnUNetTrainerCMCL_DAE, nnUNetTrainerCMCL_recon
 from nnunet_cmcl.pretraining.trainer import nnUNetTrainerCMCL
+from nnunet_cmcl.pretraining.variants import nnUNetTrainerCMCL_denseOnly
 from nnunet_cmcl.seeding import nnUNetTrainerSeeded
 from nnunet_cmcl.transfer.finetune import nnUNetTrainerCMCLFinetune
 
@@ -66,6 +67,10 @@ class nnUNetTrainerCMCLFinetune_cpuStudy_fromDAE(nnUNetTrainerCMCLFinetune_cpuSt
     """The same from CMCL + reconstruction (its own results folder)."""
 
 
+class nnUNetTrainerCMCLFinetune_cpuStudy_fromDenseOnly(nnUNetTrainerCMCLFinetune_cpuStudy):
+    """The same from CMCL with the dense terms only (its own results folder)."""
+
+
 class nnUNetTrainerCMCL_cpuStudy(nnUNetTrainerCMCL):
     overrides = PRETRAINING_BUDGET
     plot_every = PLOT_EVERY
@@ -77,5 +82,10 @@ class nnUNetTrainerCMCL_recon_cpuStudy(nnUNetTrainerCMCL_recon):
 
 
 class nnUNetTrainerCMCL_DAE_cpuStudy(nnUNetTrainerCMCL_DAE):
+    overrides = PRETRAINING_BUDGET
+    plot_every = PLOT_EVERY
+
+
+class nnUNetTrainerCMCL_denseOnly_cpuStudy(nnUNetTrainerCMCL_denseOnly):
     overrides = PRETRAINING_BUDGET
     plot_every = PLOT_EVERY
