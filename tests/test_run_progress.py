@@ -8,6 +8,7 @@ from datetime import datetime
 import pytest
 
 from nnunet_cmcl.study.run_progress import (RunProgress, describe, format_duration, read_run_progress,
+                                            training_log_seconds,
                                             study_seconds_left, watch)
 
 HEADER = ("\n#######################################################################\n"
@@ -113,6 +114,20 @@ def test_before_the_first_epoch(tmp_path):
                                            (90000, "25 h 00 min"), (-3, "0 s")])
 def test_format_duration(seconds, text):
     assert format_duration(seconds) == text
+
+
+def test_training_log_seconds_sums_the_span_of_every_log_of_the_run(tmp_path):
+    assert training_log_seconds(str(tmp_path / "absent")) is None
+    assert training_log_seconds(str(tmp_path)) is None
+    (tmp_path / "training_log_2026_1_5_10_00_00.txt").write_text(
+        HEADER + "2026-01-05 10:00:00.500000: Epoch 0 \n2026-01-05 10:01:10.500000: Epoch time: 70.0 s \n"
+        "2026-01-05 10:02:00.500000: Validation complete \n")
+    assert training_log_seconds(str(tmp_path)) == 120.0
+    # resumed with --c: a second log; its half-written last line is not counted yet
+    (tmp_path / "training_log_2026_1_5_11_00_00.txt").write_text(
+        HEADER + "2026-01-05 11:00:00.000000: Epoch 1 \n2026-01-05 11:00:30.000000: Epoch time: 30.0 s \n"
+        "2026-01-05 11:05:00.000000: Valida")
+    assert training_log_seconds(str(tmp_path)) == 150.0
 
 
 def test_study_seconds_left():

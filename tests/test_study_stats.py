@@ -287,7 +287,8 @@ def test_write_study_report_writes_every_file(tmp_path):
                "converged": s == 0, "last_fifth_change": 0.1} for a in ("base", "cand") for n in (2, 8) for s in (0, 1)]
     missing = {"all modalities": result,
                "missing T2": study_statistics(_records(n_labeled=8), "base", n_bootstrap=200)}
-    paths = write_study_report(result, str(tmp_path / "report"), names, curves, missing)
+    wall_time = {"pretraining": [100.0, 140.0], "segmentation": [300.0, 240.0, 280.0]}
+    paths = write_study_report(result, str(tmp_path / "report"), names, curves, missing, wall_time)
     assert set(paths) == {"md", "csv", "json", "dice_vs_labels", "learning_curves", "missing_modality"}
     for key in ("dice_vs_labels", "learning_curves", "missing_modality"):
         with open(paths[key], "rb") as fh:
@@ -295,6 +296,8 @@ def test_write_study_report_writes_every_file(tmp_path):
     md = open(paths["md"]).read()
     assert "### edema" in md and "### tumor" in md and "A/A: base, seeds rotated" in md and "Definitions:" in md
     assert md.index("### mean") < md.index("### edema") and "missing T2" in md
+    assert "| pretraining | 2 | 2 min | 4 min |" in md and "| segmentation | 3 | 5 min | 14 min |" in md
+    assert "| all | 5 | | 18 min |" in md
     with open(paths["csv"]) as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 2 * 3 * 3 and {r["kind"] for r in rows} == {"baseline", "aa", "arm"}

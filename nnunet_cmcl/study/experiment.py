@@ -17,7 +17,8 @@ from nnunetv2.paths import nnUNet_preprocessed, nnUNet_results
 from nnunet_cmcl.errors import CMCLInputError
 from nnunet_cmcl.naming import dataset_name, with_plugin_trainers
 from nnunet_cmcl.study.plan import Arm, Run, ensure_splits, labeled_fractions, plan_runs
-from nnunet_cmcl.study.run_progress import format_duration, read_run_progress, study_seconds_left, watch
+from nnunet_cmcl.study.run_progress import (format_duration, read_run_progress, study_seconds_left,
+                                            training_log_seconds, watch)
 
 PROGRESS_INTERVAL = float(os.environ.get("nnUNet_CMCL_progress_interval", "60"))  # seconds between progress lines
 
@@ -145,8 +146,13 @@ def report_experiment(name: str, configuration: str, plans: str, runs: list[Run]
             by_condition[condition] = study_statistics(
                 load_records(results, plans, configuration, at_all_labels, validation), arms[0].label)
     output = join(results, "cmcl_studies", f"{study}__{plans}__{configuration}")
+    wall_time: dict[str, list[float]] = {}
+    for run in runs:
+        seconds = training_log_seconds(run.fold_folder) if isfile(run.done_file) else None
+        if seconds is not None:
+            wall_time.setdefault(kind_of(run), []).append(seconds)
     paths = write_study_report(result, output, names, learning_curves(results, plans, configuration, segmentation),
-                               by_condition)
+                               by_condition, wall_time)
     return format_study_table(result, names) + f"\nwritten: {', '.join(paths.values())}"
 
 

@@ -15,11 +15,13 @@ import statistics
 import subprocess
 import sys
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Callable
 
 LOG_NAME = re.compile(r"^training_log_(\d+)_(\d+)_(\d+)_(\d+)_(\d+)_(\d+)\.txt$")
 EPOCH_START = re.compile(r": Epoch (\d+)\s*$")
 EPOCH_TIME = re.compile(r": Epoch time: (\d+(?:\.\d+)?) s\s*$")
+TIMESTAMP = re.compile(r"^(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(?:\.\d+)?): ")
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,23 @@ def complete_lines(path: str) -> list[str]:
     except OSError:
         return []
     return text.split("\n")[:-1]
+
+
+def training_log_seconds(fold_folder: str) -> float | None:
+    """The time a run spent in nnU-Net's trainer: first to last timestamp of each of its training logs (a run
+    resumed with ``--c`` has one per start), summed; None without a timestamped line. Process start-up before the
+    first line is not counted."""
+    try:
+        names = [n for n in os.listdir(fold_folder) if LOG_NAME.match(n)]
+    except OSError:
+        return None
+    spans = []
+    for name in names:
+        stamps = [datetime.fromisoformat(m.group(1)) for line in complete_lines(os.path.join(fold_folder, name))
+                  if (m := TIMESTAMP.match(line))]
+        if stamps:
+            spans.append((stamps[-1] - stamps[0]).total_seconds())
+    return sum(spans) if spans else None
 
 
 def read_num_epochs(fold_folder: str) -> int | None:

@@ -3,7 +3,8 @@ each file written whole or not at all.
 
 - study.md: per label regime, the "mean" table and then one per class; rows: the baseline arm, the A/A row (the
   baseline against itself with seeds rotated: the noise floor), the other arms; below each table, the arms
-  against their schedule-matched controls where the study has them; the definitions at the end;
+  against their schedule-matched controls where the study has them; then convergence, missing modalities and
+  wall time where given; the definitions at the end;
 - study.csv: one row per label regime x class x arm (and x control); study.json: the result, NaN as null;
 - dice_vs_labels.png: class-mean Dice against the number of labeled cases, one line and CI band per arm;
 - learning_curves.png: EMA pseudo Dice per epoch, a panel per label regime, a colour per arm, a line per seed;
@@ -16,6 +17,7 @@ import io
 import json
 import math
 import os
+import statistics
 
 import numpy as np
 
@@ -23,6 +25,7 @@ from nnunet_cmcl.atomic import write_atomically, write_text_atomically
 from nnunet_cmcl.errors import CMCLInputError
 from nnunet_cmcl.study.compare import MEAN
 from nnunet_cmcl.study.report import _fmt, _fmt_p, _nan_to_none
+from nnunet_cmcl.study.run_progress import format_duration
 
 COLUMNS = ("n_labeled", "fractions", "class", "class_name", "arm", "kind", "against", "seeds", "dice", "dice_ci_low",
            "dice_ci_high", "n_dice", "n_dice_nan", "diff", "ci_low", "ci_high", "seed_diffs", "wins", "ties",
@@ -164,7 +167,19 @@ def _missing_section(missing: dict) -> list[str]:
     return lines + [""]
 
 
-def _markdown(result: dict, class_names: dict, curves: list[dict] | None, missing: dict | None) -> str:
+def _wall_time_section(wall_time: dict[str, list[float]]) -> list[str]:
+    lines = ["## Wall time", "", "Time in nnU-Net's trainer by its training logs, first to last line of each run (process "
+             "start-up, the missing-modality validations and this report are not counted):", "",
+             "| runs | count | median per run | total |", "|---|---|---|---|"]
+    for kind, seconds in wall_time.items():
+        lines.append(f"| {kind} | {len(seconds)} | {format_duration(statistics.median(seconds))} | "
+                     f"{format_duration(sum(seconds))} |")
+    everything = [s for seconds in wall_time.values() for s in seconds]
+    return lines + [f"| all | {len(everything)} | | {format_duration(sum(everything))} |", ""]
+
+
+def _markdown(result: dict, class_names: dict, curves: list[dict] | None, missing: dict | None,
+              wall_time: dict[str, list[float]] | None = None) -> str:
     lines = [f"# Study: arms against {result['baseline_arm']}", "",
              f"- baseline arm: {result['baseline_arm']}", f"- arms: {', '.join(result['arms'])}",
              f"- label regimes (n_labeled): {', '.join(str(g['n_labeled']) for g in result['regimes'])}",
@@ -176,6 +191,8 @@ def _markdown(result: dict, class_names: dict, curves: list[dict] | None, missin
         lines += _convergence_section(curves)
     if missing:
         lines += _missing_section(missing)
+    if wall_time:
+        lines += _wall_time_section(wall_time)
     lines += ["Definitions:", ""] + [f"- {k}: {v}" for k, v in result["definitions"].items()]
     return "\n".join(lines) + "\n"
 
@@ -305,12 +322,13 @@ def _plot_missing(missing: dict, path: str) -> None:
 # ---------------------------------------------------------------- writing
 
 def write_study_report(result: dict, output_folder: str, class_names: dict, curves: list[dict] | None = None,
-                       missing: dict | None = None) -> dict[str, str]:
+                       missing: dict | None = None, wall_time: dict[str, list[float]] | None = None) -> dict[str, str]:
     """Writes study.md/.csv/.json and the PNGs into output_folder; returns {'md'|'csv'|'json'|'dice_vs_labels'|
-    'learning_curves'|'missing_modality': path} (the last two only when curves / missing are given)."""
+    'learning_curves'|'missing_modality': path} (the last two only when curves / missing are given).
+    ``wall_time``: seconds per run by kind of run (for example pretraining, segmentation), a section of study.md."""
     os.makedirs(output_folder, exist_ok=True)
     paths = {ext: os.path.join(output_folder, f"study.{ext}") for ext in ("md", "csv", "json")}
-    write_text_atomically(_markdown(result, class_names, curves, missing), paths["md"])
+    write_text_atomically(_markdown(result, class_names, curves, missing, wall_time), paths["md"])
     write_text_atomically(_csv(result, class_names), paths["csv"])
     write_text_atomically(_json(result, class_names, curves, missing), paths["json"])
     paths["dice_vs_labels"] = os.path.join(output_folder, "dice_vs_labels.png")
