@@ -75,7 +75,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _add_study(sub) -> None:
-    p = sub.add_parser("study", help="the whole study as a preset: 'cpu' on built-in data (about 3.5 h on 2 cores), "
+    p = sub.add_parser("study", help="the whole study as a preset: 'cpu' on built-in data (about 2.5 h on 2 cores), "
                                      "'gpu' on your dataset with nnU-Net's budgets (resumable)")
     p.add_argument("--preset", required=True, choices=("cpu", "gpu"))
     p.add_argument("--workdir", default="cmcl_study", help="cpu: folder for nnU-Net's data and results")

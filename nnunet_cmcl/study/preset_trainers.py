@@ -1,4 +1,4 @@
-"""The CPU study preset's trainers: the shipped arms with budgets sized for 2 cores (about 7 minutes a
+"""The CPU study preset's trainers: the shipped arms with budgets sized for 2 cores (about 5 minutes a
 segmentation run; the measurements are in docs/study.md). Every segmentation arm gets the same budget and nnU-Net's
 schedule, every pretraining the same budget."""
 from __future__ import annotations

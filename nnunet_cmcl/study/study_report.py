@@ -295,7 +295,8 @@ def _plot_learning_curves(result: dict, curves: list[dict], path: str) -> None:
         ax.set_xlabel("epoch")
         ax.set_ylabel("EMA pseudo Dice")
         ax.legend(fontsize=7)
-    fig.suptitle("EMA pseudo Dice, one line per run (seed); converged: moved < 0.01 over the last fifth")
+    fig.suptitle(f"EMA pseudo Dice, one line per run (seed); converged: changed and ranged < {CONVERGENCE_TOLERANCE} "
+                 "over the last fifth")
     _save(fig, path)
 
 
