@@ -173,8 +173,9 @@ def _missing_section(missing: dict) -> list[str]:
 
 
 def _wall_time_section(wall_time: dict[str, list[float]]) -> list[str]:
-    lines = ["## Wall time", "", "Time in nnU-Net's trainer by its training logs, first to last line of each run (process "
-             "start-up, the missing-modality validations and this report are not counted):", "",
+    lines = ["## Wall time", "",
+             "Time in nnU-Net's trainer by its training logs, first to last line of each run (process start-up, the "
+             "missing-modality validations and this report are not counted):", "",
              "| runs | count | median per run | total |", "|---|---|---|---|"]
     for kind, seconds in wall_time.items():
         lines.append(f"| {kind} | {len(seconds)} | {format_duration(statistics.median(seconds))} | "
