@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 from batchgenerators.utilities.file_and_folder_operations import join, load_json
 
-from conftest import run
+from conftest import SHARED_RUNS, run
+
+pytestmark = pytest.mark.xdist_group(SHARED_RUNS)
 
 BASELINE, CANDIDATE = "nnUNetTrainer_test", "nnUNetTrainerCMCLFinetune_test"
 

@@ -39,10 +39,6 @@ def environment() -> dict:
     return {**os.environ, "nnUNet_extTrainer": with_plugin_trainers(os.environ.get("nnUNet_extTrainer"))}
 
 
-def kind_of(run: Run) -> str:
-    return "segmentation" if run.arm else "pretraining"
-
-
 def execute(runs: list[Run], dataset: str, configuration: str, plans: str, device: str, log_folder: str,
             name: str = "experiment") -> None:
     """Runs what is not finished, in order, with progress lines; each run's output goes to a log file."""
@@ -58,12 +54,12 @@ def execute(runs: list[Run], dataset: str, configuration: str, plans: str, devic
         command = command_of(run, dataset, configuration, plans, device)
         log = join(log_folder, f"{run.dataset + '__' if run.dataset else ''}{run.trainer}_fold_{run.fold}.log")
         print(f"{head}: {'resuming' if '--c' in command else 'running'} (log: {log})", flush=True)
-        to_start = [kind_of(r) for r in runs[i:] if not isfile(r.done_file)]
+        to_start = [r.kind for r in runs[i:] if not isfile(r.done_file)]
 
         def study_left(run=run, to_start=to_start) -> str:
             progress = read_run_progress(run.fold_folder)
             current_left = progress.seconds_left if progress else None
-            left = study_seconds_left(durations, to_start, kind_of(run), current_left)
+            left = study_seconds_left(durations, to_start, run.kind, current_left)
             return "" if left is None else f"; {name} about {format_duration(left)} left"
 
         start = time.time()
@@ -74,7 +70,7 @@ def execute(runs: list[Run], dataset: str, configuration: str, plans: str, devic
         if code != 0 or not isfile(run.done_file):
             raise RuntimeError(f"{run.label} failed (exit {code}); see {log}; rerun the same command to resume")
         seconds = time.time() - start
-        durations.setdefault(kind_of(run), []).append(seconds)
+        durations.setdefault(run.kind, []).append(seconds)
         print(f"{head}: done in {format_duration(seconds)}", flush=True)
 
 
@@ -116,7 +112,7 @@ def run_experiment(dataset: str, configuration: str, plans: str, folds: list[int
 
 def _missing_runs(runs: list[Run], seeds: list | None) -> list[Run]:
     """The segmentation runs validated without each modality: the all-labels regime, of ``seeds`` (None: all)."""
-    segmentation = [r for r in runs if r.arm is not None]
+    segmentation = [r for r in runs if r.kind == "segmentation"]
     largest = max((r.n_labeled for r in segmentation), default=0)
     return [r for r in segmentation if r.n_labeled == largest and (seeds is None or r.seed in seeds)]
 
@@ -132,7 +128,7 @@ def report_experiment(name: str, configuration: str, plans: str, runs: list[Run]
     from nnunet_cmcl.study.study_report import format_study_table, write_study_report
 
     results = join(str(nnUNet_results), name)
-    segmentation = [r.record() for r in runs if r.arm is not None]
+    segmentation = [r.record() for r in runs if r.kind == "segmentation"]
     records = load_records(results, plans, configuration, segmentation)
     result = study_statistics(records, arms[0].label, controls={a.label: a.control for a in arms if a.control})
     names = class_names(load_json(join(nnUNet_preprocessed, name, "dataset.json")))
@@ -150,7 +146,7 @@ def report_experiment(name: str, configuration: str, plans: str, runs: list[Run]
     for run in runs:
         seconds = training_log_seconds(run.fold_folder) if isfile(run.done_file) else None
         if seconds is not None:
-            wall_time.setdefault(kind_of(run), []).append(seconds)
+            wall_time.setdefault(run.kind, []).append(seconds)
     paths = write_study_report(result, output, names, learning_curves(results, plans, configuration, segmentation),
                                by_condition, wall_time)
     return format_study_table(result, names) + f"\nwritten: {', '.join(paths.values())}"

@@ -52,9 +52,14 @@ class Run:
     dataset: str | None = None  # where the run trains, when not the study's dataset (a pretraining pool)
 
     @property
+    def kind(self) -> str:
+        """"segmentation" for a run of an arm, "pretraining" for the run whose checkpoint arms start from."""
+        return "pretraining" if self.arm is None else "segmentation"
+
+    @property
     def done_file(self) -> str:
         """Exists once the run is complete (pretraining has no segmentation validation)."""
-        if self.arm is None:
+        if self.kind == "pretraining":
             return join(self.fold_folder, "checkpoint_final.pth")
         return join(self.fold_folder, "validation", "summary.json")
 
