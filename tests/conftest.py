@@ -11,27 +11,6 @@ from nnunet_cmcl.naming import trainer_path
 HERE = os.path.dirname(os.path.abspath(__file__))
 # test-only short variants live in tests/ext_trainers, found through nnUNet_extTrainer like the shipped ones
 EXT_TRAINERS = os.pathsep.join([trainer_path(), os.path.join(HERE, "ext_trainers")])
-# Under pytest-xdist (scripts/run_tests.sh runs one worker per core) each worker and the nnU-Net processes it starts
-# compute on one thread, so that the workers share the cores instead of oversubscribing them.
-THREADS = "1" if os.environ.get("PYTEST_XDIST_WORKER") else "2"
-# The modules that use the expensive session fixtures below (the CMCL pretraining and the two segmentation runs) run
-# on one worker, so that the fixtures are built once: `pytestmark = pytest.mark.xdist_group(SHARED_RUNS)`.
-SHARED_RUNS = "shared_runs"
-
-
-def pytest_configure(config):
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        import torch
-        torch.set_num_threads(int(THREADS))
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups (--dist loadgroup)
-def pytest_collection_modifyitems(config, items):
-    """Every other module is a group of its own: its module-scoped fixtures (a tiny study, a preprocessed dataset)
-    are built once, on one worker."""
-    for item in items:
-        if item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
 
 
 def nnunet_env(root: str) -> dict:
@@ -40,7 +19,7 @@ def nnunet_env(root: str) -> dict:
     for p in paths.values():
         os.makedirs(p, exist_ok=True)
     return {**os.environ, **paths, "nnUNet_extTrainer": EXT_TRAINERS, "nnUNet_n_proc_DA": "1",
-            "nnUNet_def_n_proc": "1", "nnUNet_compile": "false", "OMP_NUM_THREADS": THREADS}
+            "nnUNet_def_n_proc": "1", "nnUNet_compile": "false", "OMP_NUM_THREADS": "2"}
 
 
 def console_script(name: str) -> str:

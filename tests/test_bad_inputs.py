@@ -12,9 +12,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import SHARED_RUNS, nnunet_env, run
-
-pytestmark = pytest.mark.xdist_group(SHARED_RUNS)
+from conftest import nnunet_env, run
 from nnunet_cmcl.data.synthetic import write_phantom_dataset
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from batchgenerators.utilities.file_and_folder_operations import join, load_json
 
-from conftest import EXT_TRAINERS, THREADS, run
+from conftest import EXT_TRAINERS, run
 
 BASELINE, PRETRAINER, FINETUNER = "nnUNetTrainerSeeded_smoke", "nnUNetTrainerCMCL_smoke", \
     "nnUNetTrainerCMCLFinetune_smoke"
@@ -32,7 +32,7 @@ def study(tmp_path_factory) -> tuple[dict, str]:
     (nnUNet_n_proc_DA=0), where a seed fixes everything."""
     workdir = str(tmp_path_factory.mktemp("study"))
     env = {**os.environ, "nnUNet_extTrainer": EXT_TRAINERS, "nnUNet_n_proc_DA": "0", "nnUNet_def_n_proc": "1",
-           "OMP_NUM_THREADS": THREADS, "nnUNet_CMCL_progress_interval": "2",
+           "OMP_NUM_THREADS": "2", "nnUNet_CMCL_progress_interval": "2",
            **{k: join(workdir, k) for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}}
     proc = subprocess.run([sys.executable, "-c", TINY.replace("WORKDIR", repr(workdir))], env=env,
                           capture_output=True, text=True, timeout=1200)

@@ -10,9 +10,7 @@ from nnunetv2.run.load_pretrained_weights import load_pretrained_weights
 from nnunetv2.run.run_training import get_trainer_from_args, maybe_load_checkpoint
 from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 
-from conftest import SHARED_RUNS, plan_and_preprocess, run
-
-pytestmark = pytest.mark.xdist_group(SHARED_RUNS)
+from conftest import plan_and_preprocess, run
 from nnunet_cmcl.data.synthetic import write_phantom_dataset
 from nnunet_cmcl.transfer.handoff import build_target_network
 from nnunet_cmcl.transfer.schedule import WarmupPolyLRScheduler, warmup_iterations

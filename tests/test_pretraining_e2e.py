@@ -10,10 +10,6 @@ from nnunetv2.run.load_pretrained_weights import load_pretrained_weights
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-from conftest import SHARED_RUNS
-
-pytestmark = pytest.mark.xdist_group(SHARED_RUNS)
-
 TRAINER = "nnUNetTrainerCMCL_test"  # tests/ext_trainers: 5 epochs x 40 iterations, 10 validation iterations
 
 

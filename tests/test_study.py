@@ -6,9 +6,7 @@ import numpy as np
 import pytest
 from batchgenerators.utilities.file_and_folder_operations import join, load_json
 
-from conftest import SHARED_RUNS, run
-
-pytestmark = pytest.mark.xdist_group(SHARED_RUNS)
+from conftest import run
 
 BASELINE, CANDIDATE = "nnUNetTrainer_test", "nnUNetTrainerCMCLFinetune_test"
 
