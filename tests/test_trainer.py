@@ -17,7 +17,7 @@ from nnunet_cmcl.pretraining.dae import CMCLReconstructionLoss, nnUNetTrainerCMC
 from nnunet_cmcl.pretraining.metrics import normalised_std
 from nnunet_cmcl.pretraining.model import stage_key
 from nnunet_cmcl.pretraining.trainer import is_improvement, nnUNetTrainerCMCL
-from nnunet_cmcl.pretraining.variants import (nnUNetTrainerCMCL_Aug, nnUNetTrainerCMCL_bottleneck,
+from nnunet_cmcl.pretraining.variants import (nnUNetTrainerCMCL_Aug, nnUNetTrainerCMCL_bottleneck, nnUNetTrainerCMCL_global,
                                               nnUNetTrainerCMCL_plusFull, nnUNetTrainerCMCL_stages)
 from nnunet_cmcl.transfer.finetune import nnUNetTrainerCMCLFinetune
 from nnunet_cmcl.transfer.handoff import describe
@@ -31,7 +31,10 @@ def env(resenc_env):
     return resenc_env
 
 
-def make_trainer(env, monkeypatch, configuration, plans="nnUNetPlans", cls=nnUNetTrainerCMCL, dataset_json=None):
+def make_trainer(env, monkeypatch, configuration, plans="nnUNetPlans", cls=nnUNetTrainerCMCL_global,
+                 dataset_json=None):
+    """A CMCL trainer on dataset 501; by default with every term on (the global head, its momentum encoder and
+    key queue beside the dense terms), so that the tests reach all of them."""
     for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         monkeypatch.setenv(key, env[key])
     monkeypatch.setenv("nnUNet_n_proc_DA", "0")  # in-process data augmentation
@@ -106,6 +109,16 @@ def test_step_trains_heads_and_encoder_and_checkpoint_fits_stock_network(env, mo
     assert 0.0 <= result["dense_top1"].item() <= 1.0
 
 
+def test_default_trains_the_dense_terms_only(env, monkeypatch):
+    # the global term is off by default (docs/study.md): no global head, no momentum encoder, no key queue
+    trainer = make_trainer(env, monkeypatch, "3d_fullres", cls=nnUNetTrainerCMCL)
+    trainer.on_train_start()
+    assert "global" not in trainer.cmcl_model.heads and trainer.momentum_encoder is trainer.key_queue is None
+    losses = trainer.train_step(next(trainer.dataloader_train))
+    assert set(losses) == {"loss", "loss_dense"} | {f"loss_{stage_key(k)}" for k in (1, 2)}
+    assert torch.isfinite(losses["loss"])
+
+
 def test_all_channels_view_variant_runs(env, monkeypatch):
     trainer = make_trainer(env, monkeypatch, "3d_fullres", cls=nnUNetTrainerCMCL_plusFull)
     trainer.on_train_start()
@@ -113,8 +126,8 @@ def test_all_channels_view_variant_runs(env, monkeypatch):
     assert torch.isfinite(trainer.train_step(next(trainer.dataloader_train))["loss"])
 
 
-@pytest.mark.parametrize("cls", [nnUNetTrainerCMCL, nnUNetTrainerCMCL_DAE, nnUNetTrainerCMCL_Aug,
-                                 nnUNetTrainerCMCL_bottleneck])  # the default has dense_stages = 2
+@pytest.mark.parametrize("cls", [nnUNetTrainerCMCL, nnUNetTrainerCMCL_global, nnUNetTrainerCMCL_DAE,
+                                 nnUNetTrainerCMCL_Aug, nnUNetTrainerCMCL_bottleneck])  # the default: dense_stages 2
 def test_step_waits_for_the_device_once(env, monkeypatch, cls):
     # the one sync is the finite check that decides whether to update; nnU-Net's own step also syncs once
     # (its loss to numpy). Boolean-mask indexing or constants built from lists per step would add more
@@ -222,8 +235,9 @@ def test_loss_is_built_where_nnunet_builds_losses(env, monkeypatch):
     assert trainer.loss.weight_reconstruction == trainer.cmcl_config.weight_reconstruction > 0
 
 
-class _NoQueue(nnUNetTrainerCMCL):
-    cmcl_config = replace(nnUNetTrainerCMCL.cmcl_config, queue_size=0)  # the first layout predates the queue
+class _NoQueue(nnUNetTrainerCMCL_global):
+    # the first layout had the global head and predates the queue
+    cmcl_config = replace(nnUNetTrainerCMCL_global.cmcl_config, queue_size=0)
 
 
 def test_checkpoint_of_the_first_layout_still_loads(env, monkeypatch, tmp_path):

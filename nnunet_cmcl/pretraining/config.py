@@ -25,7 +25,11 @@ class CMCLConfig:
     head_out: int = 128
     # loss
     temperature: float = 0.1
-    weight_global: float = 1.0
+    # the global (per-sample) term with its head, momentum encoder and key queue: off by default. On the CPU
+    # preset's runs it added nothing downstream: CMCL with it against CMCL without it, +0.0011 [-0.0022, +0.0049]
+    # class-mean Dice at 2 labeled cases and -0.0003 [-0.0028, +0.0017] at 16 (docs/study.md). 1.0 turns it on
+    # (nnUNetTrainerCMCL_global); a stored config always holds this field, so checkpoints read back unchanged
+    weight_global: float = 0.0
     weight_dense: float = 1.0
     dense_locations: int = 64  # M bottleneck locations sampled per sample (capped by the views' overlap)
     # same-sample locations closer than this are no negatives; in bottleneck voxels of the finest axis (physical
@@ -60,8 +64,9 @@ class CMCLConfig:
     # strength s of the full view's own disruptions: gamma, contrast and brightness changes of strength s per
     # channel, Gaussian noise of std up to s, a fraction s of its mask_block cubes zeroed
     full_view_disruption: float = 0.3
-    # negatives for the global term from earlier steps: a queue of this many keys from a momentum copy of encoder
-    # and global head (MoCo); 0 = off. At nnU-Net's batch of 2 the batch alone gives an anchor 2 negatives
+    # negatives for the global term (when weight_global > 0) from earlier steps: a queue of this many keys from a
+    # momentum copy of encoder and global head (MoCo); 0 = off. At nnU-Net's batch of 2 the batch alone gives an
+    # anchor 2 negatives
     queue_size: int = 1024
     key_momentum: float = 0.99
     # dense terms also on this many encoder stages above the bottleneck (1: the stage before it, whose output is

@@ -14,13 +14,19 @@ class nnUNetTrainerCMCL_250epochs(nnUNetTrainerCMCL):
     overrides = {"num_epochs": 250}
 
 
+class nnUNetTrainerCMCL_global(nnUNetTrainerCMCL):
+    """The global (per-sample) InfoNCE term, with its centred head, momentum encoder and key queue, beside the
+    dense terms: the default until the CPU study found that it adds nothing downstream (docs/study.md)."""
+    cmcl_config = replace(nnUNetTrainerCMCL.cmcl_config, weight_global=1.0)
+
+
 class nnUNetTrainerCMCL_globalOnly(nnUNetTrainerCMCL):
     """Only the global (per-sample) InfoNCE term."""
-    cmcl_config = replace(nnUNetTrainerCMCL.cmcl_config, weight_dense=0.0, dense_stages=0)
+    cmcl_config = replace(nnUNetTrainerCMCL.cmcl_config, weight_global=1.0, weight_dense=0.0, dense_stages=0)
 
 
 class nnUNetTrainerCMCL_denseOnly(nnUNetTrainerCMCL):
-    """Only the dense (per-location) InfoNCE term."""
+    """Only the dense (per-location) InfoNCE terms: the default now; kept so that existing commands still run."""
     cmcl_config = replace(nnUNetTrainerCMCL.cmcl_config, weight_global=0.0)
 
 

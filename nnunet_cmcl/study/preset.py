@@ -46,9 +46,10 @@ class Preset:
 
 # Every fine-tuning arm uses nnU-Net's schedule (the fine-tuning trainer's default), so the nnU-Net arm is also
 # each pretrained arm's schedule-matched control: from random weights the fine-tuning trainer trains nnU-Net's
-# weights bit for bit (tests/test_experiment.py), and a scratch arm would train them again
+# weights bit for bit (tests/test_experiment.py), and a scratch arm would train them again. The CMCL arm is the
+# default CMCL (dense terms only); its trainers keep the names of the runs that chose that default
 CPU_ARMS = (Arm("nnU-Net", "nnUNetTrainerSeeded_cpuStudy"),
-            Arm("CMCL", "nnUNetTrainerCMCLFinetune_cpuStudy", "nnUNetTrainerCMCL_cpuStudy"),
+            Arm("CMCL", "nnUNetTrainerCMCLFinetune_cpuStudy_fromDenseOnly", "nnUNetTrainerCMCL_denseOnly_cpuStudy"),
             Arm("reconstruction", "nnUNetTrainerCMCLFinetune_cpuStudy_fromRecon", "nnUNetTrainerCMCL_recon_cpuStudy"),
             Arm("CMCL + reconstruction", "nnUNetTrainerCMCLFinetune_cpuStudy_fromDAE", "nnUNetTrainerCMCL_DAE_cpuStudy"))
 

@@ -7,8 +7,7 @@ import torch
 
 from nnunet_cmcl.overrides import apply_overrides
 from nnunet_cmcl.pretraining.dae import nnUNetTrainerCMCL_DAE, nnUNetTrainerCMCL_recon
-from nnunet_cmcl.pretraining.trainer import nnUNetTrainerCMCL
-from nnunet_cmcl.pretraining.variants import nnUNetTrainerCMCL_denseOnly
+from nnunet_cmcl.pretraining.variants import nnUNetTrainerCMCL_denseOnly, nnUNetTrainerCMCL_global
 from nnunet_cmcl.seeding import nnUNetTrainerSeeded
 from nnunet_cmcl.transfer.finetune import nnUNetTrainerCMCLFinetune
 
@@ -55,7 +54,8 @@ class nnUNetTrainerSeeded_cpuStudy(_CPUStudy, nnUNetTrainerSeeded):
 
 
 class nnUNetTrainerCMCLFinetune_cpuStudy(_CPUStudy, nnUNetTrainerCMCLFinetune):
-    """Fine-tuning with its default schedule (nnU-Net's) and the preset's segmentation budget, from CMCL."""
+    """Fine-tuning with its default schedule (nnU-Net's) and the preset's segmentation budget, from CMCL with the
+    global term (nnUNetTrainerCMCL_cpuStudy)."""
     overrides = SEGMENTATION_BUDGET
 
 
@@ -68,10 +68,13 @@ class nnUNetTrainerCMCLFinetune_cpuStudy_fromDAE(nnUNetTrainerCMCLFinetune_cpuSt
 
 
 class nnUNetTrainerCMCLFinetune_cpuStudy_fromDenseOnly(nnUNetTrainerCMCLFinetune_cpuStudy):
-    """The same from CMCL with the dense terms only (its own results folder)."""
+    """The same from CMCL with the dense terms only, the default CMCL: the preset's CMCL arm (its own results
+    folder)."""
 
 
-class nnUNetTrainerCMCL_cpuStudy(nnUNetTrainerCMCL):
+class nnUNetTrainerCMCL_cpuStudy(nnUNetTrainerCMCL_global):
+    """CMCL with the global term, the default until the preset's runs showed that it adds nothing downstream: the
+    CMCL arm of docs/study_cpu's first run, and an arm to add beside the preset's (docs/study.md)."""
     overrides = PRETRAINING_BUDGET
     plot_every = PLOT_EVERY
 
@@ -87,5 +90,6 @@ class nnUNetTrainerCMCL_DAE_cpuStudy(nnUNetTrainerCMCL_DAE):
 
 
 class nnUNetTrainerCMCL_denseOnly_cpuStudy(nnUNetTrainerCMCL_denseOnly):
+    """The default CMCL (dense terms only): the preset's CMCL pretraining."""
     overrides = PRETRAINING_BUDGET
     plot_every = PLOT_EVERY
