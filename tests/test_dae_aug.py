@@ -260,8 +260,9 @@ def test_one_modality_dataset_pretrains_with_augment_views_and_loads_into_a_stoc
                                                                                          monkeypatch):
     proc = run(["nnUNetv2_train", "503", "3d_fullres", "all", "-tr", "nnUNetTrainerCMCL_Aug_smoke", "-device", "cpu"],
                one_modality_env)
-    losses = re.search(r"train_loss (\S+) \(global (\S+), dense (\S+)\)", proc.stdout).groups()
-    assert all(math.isfinite(float(v)) and float(v) > 0 for v in losses), losses
+    total, global_, dense = re.search(r"train_loss (\S+) \(global (\S+), dense (\S+)\)", proc.stdout).groups()
+    assert global_ == "nan"  # the global term is off by default, in these views too
+    assert all(math.isfinite(float(v)) and float(v) > 0 for v in (total, dense)), (total, dense)
     path = join(one_modality_env["nnUNet_results"], "Dataset503_OneModality",
                 "nnUNetTrainerCMCL_Aug_smoke__nnUNetPlans__3d_fullres", "fold_all", "checkpoint_final.pth")
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
