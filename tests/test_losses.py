@@ -117,7 +117,7 @@ def test_loss_and_gradients_finite_under_bf16_autocast():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = {"global": global_head(features).view(2, 2, -1),
                "dense": dense_head(features, flat_index).view(2, 2, 5, -1), "positions": positions}
-        losses = CMCLLoss(CMCLConfig())(out)
+        losses = CMCLLoss(CMCLConfig(weight_global=1.0))(out)  # both terms
     assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in losses.values())
     losses["loss"].backward()
     grads = [features.grad] + [p.grad for p in [*global_head.parameters(), *dense_head.parameters()]]
@@ -163,7 +163,7 @@ def test_queue_negatives_equal_reference_and_same_case_keys_are_masked():
     index, cases = torch.tensor([0, 1]), torch.tensor([10, 11, 12, 10])  # sample 3 is another patch of case 10
     keys, key_cases = random_embeddings(6, 8, seed=8), torch.tensor([10, 11, 13, 13, 12, 11])
     filled = torch.tensor([True, True, True, True, True, False])  # the last slot was never written
-    loss = CMCLLoss(CMCLConfig(temperature=0.2, weight_dense=0.0, dense_stages=0))
+    loss = CMCLLoss(CMCLConfig(temperature=0.2, weight_global=1.0, weight_dense=0.0, dense_stages=0))
     ours = loss({"global": candidates[:, index, 0]}, cases[index], (keys, key_cases, filled))["loss_global"]
     # the loss gathers case ids over ranks; here this "rank" holds samples 0 and 1 of a world of 4 samples
     reference = reference_info_nce(candidates[:, index], candidates[:, index], torch.arange(2), 0.2,
