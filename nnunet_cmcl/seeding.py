@@ -6,13 +6,14 @@ seeded repeat of a fold is an extra entry of splits_final.json (the same 'train'
 trainer reads its seed from the fold it trains. ``SeededTraining`` seeds Python's ``random``, numpy and torch
 before the network is built, and gives each of nnU-Net's augmentation workers a seed of its own.
 
-What this reproduces: on the CPU, the same seed gives the same weights and validation Dice, bit for bit, with
-``nnUNet_n_proc_DA=0`` (batches drawn in the main process) and with one worker per loader (``=1``: one seeded
-worker delivers in order). With more workers, nnU-Net's NonDetMultiThreadedAugmenter takes batches from
+What this reproduces: on the CPU with ``nnUNet_n_proc_DA=0`` (batches drawn in the main process), the same seed
+gives the same weights and validation Dice, bit for bit (test_experiment.py). With one worker per loader
+(``=1``, the CPU preset's default) the same is expected, since one seeded worker delivers its batches in order,
+but it is not tested. With more workers, nnU-Net's NonDetMultiThreadedAugmenter takes batches from
 whichever worker is ready first, so the order, and with it the run, varies. On GPUs nnU-Net turns on
 ``cudnn.benchmark`` and cuDNN/atomics are non-deterministic: seeds make runs comparable (the same weights at
-the start, the same label subset and case order), not identical. A run resumed with ``--c`` continues from the
-checkpoint's weights but not from the random state it stopped in.
+the start, the same label subset, each worker's own random stream), not identical. A run resumed with ``--c``
+continues from the checkpoint's weights but not from the random state it stopped in.
 """
 from __future__ import annotations
 
@@ -23,6 +24,9 @@ import random
 import numpy as np
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+from nnunet_cmcl.overrides import apply_overrides
+from nnunet_cmcl.run_settings import write_trainer_settings
 
 TRAIN_SEED_KEY = "cmcl_train_seed"
 WORKER_SEED_STRIDE = 1000  # worker i of rank r gets seed * STRIDE + 100 * r + i: apart from every other seed's
@@ -80,6 +84,11 @@ class SeededTraining:
                 seed_everything(self.train_seed * WORKER_SEED_STRIDE + 100 * self.local_rank + 99)
         super().initialize()
 
+    def on_train_start(self):
+        super().on_train_start()
+        if self.local_rank == 0:  # what this run is trained with, checked by `experiment` before it skips the run
+            write_trainer_settings(self, self.output_folder)
+
     def get_dataloaders(self):
         train, val = super().get_dataloaders()
         seed = getattr(self, "train_seed", None)
@@ -94,3 +103,10 @@ class SeededTraining:
 
 class nnUNetTrainerSeeded(SeededTraining, nnUNetTrainer):
     """nnU-Net's default trainer, unchanged but for the fold's training seed: the study's baseline arm."""
+
+    overrides: dict = {}  # set after nnU-Net's defaults (num_epochs, ...): a budget variant is one line
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        apply_overrides(self, self.overrides)

@@ -6,6 +6,12 @@ vanilla, ...) so that drift of the machine hits both alike. Prints medians with 
 where A and B are the ratios of the per-pair minima and maxima.
 
     python scripts/bench_step.py -d 501 -c 3d_fullres --device cpu --steps 20
+    python scripts/bench_step.py ... --set dense_stages=0      # CMCLConfig changes for the CMCL trainer
+    python scripts/bench_step.py ... --dense-curve 64 512      # other M for the dense term's cost curve
+
+The cost curve of the dense term runs unless --no-dense-curve is given; --dense-curve without numbers runs it at
+the default M. queue_size and key_momentum change nothing unless weight_global > 0 (no key queue without the
+global term).
 """
 from __future__ import annotations
 
@@ -29,6 +35,7 @@ from nnunet_cmcl.pretraining.losses import CMCLLoss
 from nnunet_cmcl.pretraining.config import parse_changes
 from nnunet_cmcl.pretraining.trainer import nnUNetTrainerCMCL
 
+DENSE_CURVE = [8, 16, 27, 64, 128, 256, 512]  # numbers of dense locations M of the dense term's cost curve
 
 def build(cls, dataset: str, configuration: str, plans_identifier: str, device: torch.device):
     folder = join(nnUNet_preprocessed, dataset)
@@ -158,9 +165,12 @@ def main() -> None:
     parser.add_argument("--device", default="cuda", choices=("cpu", "cuda"))
     parser.add_argument("--steps", type=int, default=20, help="timed steps of each trainer")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (cudnn autotune, compile)")
-    parser.add_argument("--dense-curve", type=int, nargs="*", default=[8, 16, 27, 64, 128, 256, 512],
-                        help="numbers of dense locations M for the cost curve of the dense term (none: skip)")
-    parser.add_argument("--set", default="", help="CMCLConfig changes for the CMCL trainer, e.g. queue_size=0")
+    parser.add_argument("--dense-curve", type=int, nargs="*", metavar="M", default=None,
+                        help="numbers of dense locations M for the cost curve of the dense term; the curve runs "
+                             f"by default, and the option without numbers gives the default M {DENSE_CURVE}")
+    parser.add_argument("--no-dense-curve", action="store_true", help="skip the cost curve of the dense term")
+    parser.add_argument("--set", default="", help="CMCLConfig changes for the CMCL trainer, e.g. dense_stages=0, "
+                                                  "or weight_global=1,queue_size=0 (the queue needs the global term)")
     parser.add_argument("--with-dataloader", action="store_true",
                         help="also time steps that include fetching the batch from nnU-Net's dataloader")
     args = parser.parse_args()
@@ -204,9 +214,10 @@ def main() -> None:
     head_share = heads_and_loss_time(cmcl, batches[0], device) / statistics.median(t_cmcl)
     print(f"  heads + loss: {100 * head_share:.1f} % of the CMCL step "
           f"({cmcl.cmcl_model.sampler.num_locations} dense locations)")
-    if args.dense_curve:
+    curve = [] if args.no_dense_curve else args.dense_curve or DENSE_CURVE  # bare --dense-curve: the default M
+    if curve and "dense" in cmcl.cmcl_model.heads:
         print("  dense head + loss as the number of locations M grows (random features, same batch and heads):")
-        for m, seconds in dense_cost_curve(cmcl, batches[0]["data"].shape[0], args.dense_curve, device):
+        for m, seconds in dense_cost_curve(cmcl, batches[0]["data"].shape[0], curve, device):
             print(f"    M {m:4d}: {1000 * seconds:8.2f} ms = {100 * seconds / statistics.median(t_cmcl):5.1f} % "
                   f"of the CMCL step")
 

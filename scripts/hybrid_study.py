@@ -14,7 +14,8 @@ import os
 import shutil
 
 from nnunet_cmcl.data.synthetic import build_dataset_atomically
-from nnunet_cmcl.study.demo import DATASET_ID, plan_and_preprocess_once, run_demo
+from nnunet_cmcl.study.demo import DATASET_ID, run_demo
+from nnunet_cmcl.study.workdir import plan_and_preprocess_once
 
 ONE_MODALITY_ID = DATASET_ID + 1
 FRACTION, SEED = 0.25, 0
@@ -42,17 +43,17 @@ def one_modality_copy(raw: str, source: str) -> str:
 
 
 def study(dataset_id: int, pretrainer: str, finetuner: str, workdir: str) -> dict:
-    from nnunet_cmcl.study.compare import compare
+    from nnunet_cmcl.evaluation.compare import compare
+    from nnunet_cmcl.naming import dataset_name
     from nnunet_cmcl.study.experiment import execute
     from nnunet_cmcl.study.plan import Arm, plan_runs
-    from nnunet_cmcl.naming import dataset_name
 
     name = dataset_name(dataset_id)
     runs = plan_runs(name, "3d_fullres", "nnUNetPlans", [0], [FRACTION], SEED,
-                     [Arm("baseline", "nnUNetTrainerVanilla_demo"), Arm("pretrained", finetuner, pretrainer)])
+                     [Arm("baseline", "nnUNetTrainerSeeded_demo"), Arm("pretrained", finetuner, pretrainer)])
     execute(runs, str(dataset_id), "3d_fullres", "nnUNetPlans", "cpu", os.path.join(workdir, "logs"))
     results = os.path.join(os.environ["nnUNet_results"], name)
-    return compare(results, "nnUNetTrainerVanilla_demo", finetuner, "nnUNetPlans", "3d_fullres", [runs[-1].fold])
+    return compare(results, "nnUNetTrainerSeeded_demo", finetuner, "nnUNetPlans", "3d_fullres", [runs[-1].fold])
 
 
 def main() -> None:
@@ -66,10 +67,10 @@ def main() -> None:
     rows = [("T1, T2, FLAIR", "CMCL (demo)", study(DATASET_ID, "nnUNetTrainerCMCL_demo",
                                                    "nnUNetTrainerCMCLFinetune_demo", workdir)),
             ("T1, T2, FLAIR", "CMCL_DAE", study(DATASET_ID, "nnUNetTrainerCMCL_DAE_demo",
-                                                "nnUNetTrainerCMCLFinetune_demoDAE", workdir))]
+                                                "nnUNetTrainerCMCLFinetune_fromDAE_demo", workdir))]
     source = os.path.join(os.environ["nnUNet_raw"], dataset_name(DATASET_ID))
     one_modality_copy(os.environ["nnUNet_raw"], source)
-    plan_and_preprocess_once(ONE_MODALITY_ID)
+    plan_and_preprocess_once(ONE_MODALITY_ID, "3d_fullres", verify_dataset_integrity=True)
     rows.append(("T1 only", "CMCL_Aug", study(ONE_MODALITY_ID, "nnUNetTrainerCMCL_Aug_demo",
                                               "nnUNetTrainerCMCLFinetune_demo", workdir)))
 

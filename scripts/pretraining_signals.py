@@ -7,7 +7,7 @@ under the collapse threshold; and the wall time. A pipeline-level check of the m
 downstream Dice (that is the study's).
 
     nnUNet_n_proc_DA=2 python scripts/pretraining_signals.py -d 950 --epochs 8 --iterations 30 \\
-        --arm default --arm queue_size=0 --arm add_full_view=false
+        --arm default --arm weight_global=1 --arm add_full_view=false
 """
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ def main() -> None:
     parser.add_argument("--val-iterations", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--arm", action="append", default=None,
-                        help="'default' or CMCLConfig changes such as queue_size=0,flip_views=false (repeatable)")
+                        help="'default' or CMCLConfig changes such as weight_global=1,flip_views=false (repeatable)")
     parser.add_argument("-o", default=None, help="write the results as JSON here too")
     args = parser.parse_args()
     budget = {"num_epochs": args.epochs, "num_iterations_per_epoch": args.iterations,

@@ -1,5 +1,6 @@
 """The ``nnunet-cmcl`` command: argument parsing only. Each command has one ``_add_<command>`` function that
-declares its arguments and one ``_cmd_<command>`` that hands them to the library; the work lives in the library."""
+declares its arguments (``add_<command>`` for the study commands, imported from study_commands) and one
+``_cmd_<command>`` that hands them to the library; the work lives in the library."""
 from __future__ import annotations
 
 import argparse
@@ -9,7 +10,7 @@ import sys
 from nnunet_cmcl import __version__
 from nnunet_cmcl.cli.arguments import (check_paths, dataset_arguments, device_argument, pretraining_trainer_argument,
                                       target_arguments)
-from nnunet_cmcl.cli.study_commands import _add_demo, _add_experiment, _add_study
+from nnunet_cmcl.cli.study_commands import add_demo, add_experiment, add_study
 from nnunet_cmcl.errors import CMCLInputError
 
 # ---------------------------------------------------------------- trainers and checkpoints
@@ -27,15 +28,14 @@ def _cmd_trainer_path(args: argparse.Namespace) -> int:
 
 
 def _add_trainers(sub) -> None:
-    sub.add_parser("trainers", help="list the trainer classes this plugin adds to nnU-Net").set_defaults(
+    sub.add_parser("trainers", help="list the trainers this plugin adds to nnU-Net, grouped, with what each changes").set_defaults(
         func=_cmd_trainers)
 
 
 def _cmd_trainers(args: argparse.Namespace) -> int:
-    from nnunet_cmcl.naming import trainer_path
+    from nnunet_cmcl.trainer_catalog import catalog_text
 
-    print("\n".join(sorted(f[:-3] for f in os.listdir(trainer_path())
-                           if f.startswith("nnUNetTrainer") and f.endswith(".py"))))
+    print(catalog_text())
     return 0
 
 
@@ -173,7 +173,7 @@ def _add_compare(sub) -> None:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from nnunet_cmcl.study.report import compare_and_report
+    from nnunet_cmcl.evaluation.comparison_report import compare_and_report
 
     _print_comparison(*compare_and_report(args.d, args.c, args.p, args.baseline, args.candidate, args.folds,
                                           args.bootstrap, args.seed, args.validation, args.o))
@@ -181,7 +181,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _print_comparison(result: dict, paths: dict[str, str]) -> None:
-    from nnunet_cmcl.study.report import format_table
+    from nnunet_cmcl.evaluation.comparison_report import format_table
 
     print(format_table(result))
     print(f"written: {', '.join(paths.values())}")
@@ -199,7 +199,7 @@ def _add_evaluate_missing(sub) -> None:
 
 
 def _cmd_evaluate_missing(args: argparse.Namespace) -> int:
-    from nnunet_cmcl.study.missing import evaluate_missing
+    from nnunet_cmcl.evaluation.missing import evaluate_missing
 
     summary = evaluate_missing(args.d, args.c, args.tr, args.f, args.drop, args.p, args.device)
     print(f"written {summary}; compare trainers on it with --validation validation_missing_{args.drop}")
@@ -259,8 +259,8 @@ def _cmd_check_data(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- the command
 
 COMMANDS = (_add_trainer_path, _add_trainers, _add_inspect, _add_verify, _add_export, _add_prepare,
-            _add_pretrain_plans, _add_splits, _add_compare, _add_evaluate_missing, _add_experiment, _add_synth,
-            _add_check_data, _add_demo, _add_study)
+            _add_pretrain_plans, _add_splits, _add_compare, _add_evaluate_missing, add_experiment, _add_synth,
+            _add_check_data, add_demo, add_study)
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(

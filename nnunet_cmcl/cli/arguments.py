@@ -27,11 +27,16 @@ def target_arguments(p: argparse.ArgumentParser) -> None:
 def pretraining_trainer_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("-tr", default="nnUNetTrainerCMCL",
                    help="pretraining trainer the plans are sized for (default nnUNetTrainerCMCL; "
-                        "nnUNetTrainerCMCL_DAE also runs the decoder, so it gets a smaller batch)")
+                        "the batch is sized for that trainer's step: nnUNetTrainerCMCL_DAE runs the decoder too, so its "
+                        "batch grows less; it never falls below the target plans' batch)")
 
 
-def device_argument(p: argparse.ArgumentParser, default: str = "cuda") -> None:
-    p.add_argument("-device", "--device", default=default, choices=DEVICES)
+def device_argument(p: argparse.ArgumentParser, default: str | None = "cuda", choices: tuple[str, ...] = DEVICES,
+                    help: str | None = None) -> None:
+    """``-device``, as nnU-Net's commands spell it, into ``args.device``; ``--device`` parses too but is not shown."""
+    p.add_argument("-device", default=default, choices=choices, help=help or f"device (default {default})")
+    # the spelling of earlier versions, kept for scripts; SUPPRESS: its default does not overwrite -device's
+    p.add_argument("--device", dest="device", default=argparse.SUPPRESS, choices=choices, help=argparse.SUPPRESS)
 
 
 # nnU-Net's folders each command reads or writes, checked before any work

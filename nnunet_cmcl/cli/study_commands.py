@@ -7,7 +7,7 @@ from nnunet_cmcl.cli.arguments import check_paths, dataset_arguments, device_arg
 from nnunet_cmcl.errors import CMCLInputError
 
 
-def _add_experiment(sub) -> None:
+def add_experiment(sub) -> None:
     p = sub.add_parser("experiment", help="the whole study: per training seed, pretraining per fold on its training "
                                           "images, then every arm per fold and label regime, then the report "
                                           "(skips finished runs, resumes stopped ones)")
@@ -56,14 +56,14 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_demo(sub) -> None:
+def add_demo(sub) -> None:
     p = sub.add_parser("demo", help="from nothing to a comparison on built-in data, on the CPU (about 20 min)")
     p.add_argument("--workdir", default="cmcl_demo", help="folder for nnU-Net's data and results (default cmcl_demo)")
     p.add_argument("--kind", default="brain", choices=("brain", "phantom"), help="built-in dataset (default brain)")
     p.add_argument("--cases", type=int, default=20)
     p.add_argument("--fraction", type=float, default=0.25, help="label fraction of fold 0 (default 0.25)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    device_argument(p, "cpu", ("cpu", "cuda"))
     p.set_defaults(func=_cmd_demo)
 
 
@@ -74,7 +74,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_study(sub) -> None:
+def add_study(sub) -> None:
     p = sub.add_parser("study", help="the whole study as a preset: 'cpu' on built-in data (about 2.5 h on 2 cores), "
                                      "'gpu' on your dataset with nnU-Net's budgets (resumable)")
     p.add_argument("--preset", required=True, choices=("cpu", "gpu"))
@@ -82,7 +82,7 @@ def _add_study(sub) -> None:
     p.add_argument("-d", default=None, help="gpu: dataset name or id (planned and preprocessed)")
     p.add_argument("-c", default="3d_fullres", help="gpu: configuration (default 3d_fullres)")
     p.add_argument("-p", default="nnUNetPlans", help="gpu: plans identifier (default nnUNetPlans)")
-    p.add_argument("-device", default=None, choices=("cpu", "cuda"), help="default: cpu for 'cpu', cuda for 'gpu'")
+    device_argument(p, None, ("cpu", "cuda"), "default: cpu for 'cpu', cuda for 'gpu'")
     p.set_defaults(func=_cmd_study)
 
 

@@ -50,8 +50,8 @@ class nnUNetTrainerCMCL_DAE(nnUNetTrainerCMCL):
     """CMCL plus reconstruction: ``nnUNetv2_train D C all -tr nnUNetTrainerCMCL_DAE``; fine-tune with
     ``-pretrained_weights`` as after CMCL (encoder and decoder transfer)."""
 
-    # with the global term, as the CPU study measured the hybrid (docs/study.md); CMCL alone dropped it later
-    cmcl_config = replace(nnUNetTrainerCMCL.cmcl_config, weight_global=1.0, weight_reconstruction=1.0,
+    # the default CMCL (dense terms only) plus the reconstruction term and the disruptions it needs
+    cmcl_config = replace(nnUNetTrainerCMCL.cmcl_config, weight_reconstruction=1.0,
                           low_resolution_probability=0.3, noise_std=0.2, mask_ratio=0.3, mask_block=8)
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
@@ -88,6 +88,13 @@ class nnUNetTrainerCMCL_DAE(nnUNetTrainerCMCL):
         # before super(): it moves on to the next epoch
         self.print_to_log_file(f"train_loss_reconstruction {self._get(RECONSTRUCTION_LOG_KEY):.4f}")
         super().on_epoch_end()
+
+
+class nnUNetTrainerCMCL_DAE_global(nnUNetTrainerCMCL_DAE):
+    """CMCL plus reconstruction with the global term too: the hybrid the CPU study measured as "CMCL +
+    reconstruction" (docs/study.md), before the global term left CMCL's default."""
+
+    cmcl_config = replace(nnUNetTrainerCMCL_DAE.cmcl_config, weight_global=1.0)
 
 
 class nnUNetTrainerCMCL_recon(nnUNetTrainerCMCL_DAE):

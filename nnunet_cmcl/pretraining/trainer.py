@@ -159,6 +159,26 @@ class nnUNetTrainerCMCL(SeededTraining, nnUNetTrainer):
         return out, self.loss(out, cases, self.key_queue.negatives() if self.key_queue is not None else None)
 
     def train_step(self, batch: dict) -> dict:
+        """One CMCL step on nnU-Net's augmented batch; returns the detached loss terms, {} for a skipped step.
+
+        In order (files under nnunet_cmcl/pretraining/; docs/method.md has the same map in more words):
+
+        1. ``_forward_loss``: batch to the device, one case id per sample (``case_ids``), autocast on CUDA.
+        2. Views (views.py ``ViewSampler``, called in model.py ``CMCLModel.forward``): each view's stride-aligned,
+           randomly shifted and mirrored sub-crop, intensity changes and disruptions (disruptions.py), channel masks.
+        3. Encoder: nnU-Net's ``network.encoder``, one pass over all V*B views.
+        4. Heads (heads.py, ``CMCLModel.project``): ``GlobalHead`` if weight_global > 0; M locations drawn in the
+           views' overlap inside the image for each ``DenseHead`` (bottleneck, and ``StageGrid`` per dense stage);
+           with a decoder (dae.py) the skips also go through nnU-Net's decoder.
+        5. Loss (losses.py ``CMCLLoss``, float32): samples gathered over ranks (dist.py), InfoNCE per term, the key
+           queue's negatives (queue.py) for the global term; dae.py adds the reconstruction MSE.
+        6. Backward (through nnU-Net's grad scaler if any), unscale, gradient norm clipped at 12.
+        7. Skip decision: a non-finite loss (or gradient, without a scaler), agreed by every rank
+           (``true_on_every_rank``: the step's one host sync), makes no update and is counted; otherwise AdamW steps.
+        8. Key queue, with the global term only (``_push_keys``, queue.py): momentum update, then this step's keys.
+
+        The returned terms are averaged per epoch in ``on_train_epoch_end``.
+        """
         self.optimizer.zero_grad(set_to_none=True)
         out, losses = self._forward_loss(batch)
         loss = losses["loss"]

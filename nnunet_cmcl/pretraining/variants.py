@@ -25,20 +25,11 @@ class nnUNetTrainerCMCL_globalOnly(nnUNetTrainerCMCL):
     cmcl_config = replace(nnUNetTrainerCMCL.cmcl_config, weight_global=1.0, weight_dense=0.0, dense_stages=0)
 
 
-class nnUNetTrainerCMCL_denseOnly(nnUNetTrainerCMCL):
-    """Only the dense (per-location) InfoNCE terms: the default now; kept so that existing commands still run."""
-    cmcl_config = replace(nnUNetTrainerCMCL.cmcl_config, weight_global=0.0)
-
 
 class nnUNetTrainerCMCL_single(nnUNetTrainerCMCL):
     """Each view holds one modality (instead of a complementary partition of all modalities)."""
     cmcl_config = replace(nnUNetTrainerCMCL.cmcl_config, view_strategy="single")
 
-
-class nnUNetTrainerCMCL_plusFull(nnUNetTrainerCMCL):
-    """A view with every channel beside the modality views: the default now; kept so that existing commands
-    still run."""
-    cmcl_config = replace(nnUNetTrainerCMCL.cmcl_config, add_full_view=True)
 
 
 class nnUNetTrainerCMCL_noFull(nnUNetTrainerCMCL):
@@ -53,11 +44,6 @@ class nnUNetTrainerCMCL_Aug(nnUNetTrainerCMCL):
                           augment_gamma=0.3, augment_contrast=0.25, augment_brightness=0.25,
                           low_resolution_probability=0.3, noise_std=0.2)
 
-
-class nnUNetTrainerCMCL_stages(nnUNetTrainerCMCL):
-    """Dense terms also on the 2 encoder stages above the bottleneck (``dense_stages``), each with its own head:
-    the default now; kept so that existing commands and results folders still run."""
-    cmcl_config = replace(nnUNetTrainerCMCL.cmcl_config, dense_stages=2)
 
 
 class nnUNetTrainerCMCL_bottleneck(nnUNetTrainerCMCL):

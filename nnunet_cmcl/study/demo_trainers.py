@@ -1,12 +1,10 @@
-"""The demo's trainers: nnU-Net's and this package's trainers with the demo's short budgets, registered for
-``nnUNet_extTrainer`` like every public trainer (the demo and scripts/hybrid_study.py run them by name)."""
+"""The demo's trainers: nnU-Net's and this package's trainers with the demo's short budgets, found by nnU-Net
+through trainers/budgets/ (the demo and scripts/hybrid_study.py run them by name). The budgets are plain class
+attributes, read when the module is imported, so a run's recorded settings (run_settings) hold them."""
 from __future__ import annotations
 
 import os
 
-import torch
-
-from nnunet_cmcl.overrides import apply_overrides
 from nnunet_cmcl.pretraining.dae import nnUNetTrainerCMCL_DAE
 from nnunet_cmcl.pretraining.trainer import nnUNetTrainerCMCL
 from nnunet_cmcl.pretraining.variants import nnUNetTrainerCMCL_Aug
@@ -26,40 +24,30 @@ def scaled(budget: dict) -> dict:
 
 class _PretrainingBudget:
     """Mixin: the demo's pretraining budget for any CMCL trainer (read by its __init__ through ``overrides``)."""
-
-    @property
-    def overrides(self) -> dict:
-        return scaled(PRETRAINING_BUDGET)
+    overrides = scaled(PRETRAINING_BUDGET)
 
 
 class nnUNetTrainerCMCL_demo(_PretrainingBudget, nnUNetTrainerCMCL):
-    pass
+    """The default CMCL with the demo's pretraining budget."""
 
 
 class nnUNetTrainerCMCLFinetune_demo(nnUNetTrainerCMCLFinetune):
     """The default fine-tuning schedule with the demo's budget."""
-
-    @property
-    def overrides(self) -> dict:
-        return scaled(SEGMENTATION_BUDGET)
+    overrides = scaled(SEGMENTATION_BUDGET)
 
 
 class nnUNetTrainerCMCL_DAE_demo(_PretrainingBudget, nnUNetTrainerCMCL_DAE):
-    """The reconstruction hybrid with the demo's pretraining budget (scripts/hybrid_study.py)."""
+    """The default CMCL + reconstruction with the demo's pretraining budget (scripts/hybrid_study.py)."""
 
 
 class nnUNetTrainerCMCL_Aug_demo(_PretrainingBudget, nnUNetTrainerCMCL_Aug):
     """One-modality views with the demo's pretraining budget (scripts/hybrid_study.py)."""
 
 
-class nnUNetTrainerCMCLFinetune_demoDAE(nnUNetTrainerCMCLFinetune_demo):
+class nnUNetTrainerCMCLFinetune_fromDAE_demo(nnUNetTrainerCMCLFinetune_demo):
     """The same fine-tuning as nnUNetTrainerCMCLFinetune_demo, in its own results folder (for DAE checkpoints)."""
 
 
-class nnUNetTrainerVanilla_demo(nnUNetTrainerSeeded):
+class nnUNetTrainerSeeded_demo(nnUNetTrainerSeeded):
     """nnU-Net's own trainer, unchanged but for the demo's budget (and the fold's training seed): the baseline."""
-
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        apply_overrides(self, scaled(SEGMENTATION_BUDGET))
+    overrides = scaled(SEGMENTATION_BUDGET)

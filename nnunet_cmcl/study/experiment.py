@@ -1,6 +1,8 @@
 """`nnunet-cmcl experiment`: the runs of a study (``plan``) with nnU-Net's own commands, resumable, then the report.
 
 A run whose results exist is skipped; one that stopped after a checkpoint is continued with nnU-Net's ``--c``.
+Neither happens to a fold folder trained with other settings than its trainer has now (run_settings): that is
+refused before any run starts, naming the folder.
 While a run trains, its epoch, the time per epoch and the time left (read from nnU-Net's log) are printed, with
 the whole study's time left.
 """
@@ -15,23 +17,41 @@ from batchgenerators.utilities.file_and_folder_operations import isfile, join, l
 from nnunetv2.paths import nnUNet_preprocessed, nnUNet_results
 
 from nnunet_cmcl.errors import CMCLInputError
-from nnunet_cmcl.naming import dataset_name, with_plugin_trainers
+from nnunet_cmcl.evaluation.formatting import format_duration
+from nnunet_cmcl.naming import dataset_name, find_trainer_class, with_plugin_trainers
+from nnunet_cmcl.run_settings import settings_mismatch
+from nnunet_cmcl.seeding import SeededTraining
 from nnunet_cmcl.study.plan import Arm, Run, ensure_splits, labeled_fractions, plan_runs
-from nnunet_cmcl.study.run_progress import (format_duration, read_run_progress, study_seconds_left,
-                                            training_log_seconds, watch)
+from nnunet_cmcl.study.run_progress import read_run_progress, study_seconds_left, training_log_seconds, watch
 
+CHECKPOINTS = ("checkpoint_latest.pth", "checkpoint_final.pth")  # either one: the run has started
 PROGRESS_INTERVAL = float(os.environ.get("nnUNet_CMCL_progress_interval", "60"))  # seconds between progress lines
 
 
 def command_of(run: Run, dataset: str, configuration: str, plans: str, device: str) -> list[str]:
     command = ["nnUNetv2_train", run.dataset or dataset, configuration, run.fold, "-tr", run.trainer, "-p", plans, "-device", device]
-    if any(isfile(join(run.fold_folder, f)) for f in ("checkpoint_latest.pth", "checkpoint_final.pth")):
+    if any(isfile(join(run.fold_folder, f)) for f in CHECKPOINTS):
         # its weights are in the checkpoint (nnU-Net refuses --c with -pretrained_weights); a final checkpoint
         # without validation: --c runs the validation
         return command + ["--c"]
     if run.pretrained:
         command += ["-pretrained_weights", run.pretrained]
     return command
+
+
+def check_started_runs(runs: list[Run]) -> None:
+    """Refuses, before any work, a finished or checkpointed run whose folder the plugin's trainer wrote with other
+    settings than the trainer has now (a changed default, a resized budget): skipping or continuing it would
+    report an old run as today's trainer."""
+    for run in runs:
+        started = isfile(run.done_file) or any(isfile(join(run.fold_folder, f)) for f in CHECKPOINTS)
+        cls = find_trainer_class(run.trainer) if started else None
+        if cls is None or not issubclass(cls, SeededTraining):  # only the plugin's trainers record their settings
+            continue
+        problem = settings_mismatch(cls, run.fold_folder)
+        if problem:
+            raise CMCLInputError(f"{run.fold_folder} is not a run of {run.trainer} as it trains now: {problem}; move "
+                                 f"the folder away (or give a new workdir) and rerun")
 
 
 def environment() -> dict:
@@ -42,6 +62,7 @@ def environment() -> dict:
 def execute(runs: list[Run], dataset: str, configuration: str, plans: str, device: str, log_folder: str,
             name: str = "experiment") -> None:
     """Runs what is not finished, in order, with progress lines; each run's output goes to a log file."""
+    check_started_runs(runs)
     os.makedirs(log_folder, exist_ok=True)
     exe = os.path.join(os.path.dirname(sys.executable), "nnUNetv2_train")
     env = environment()
@@ -123,9 +144,9 @@ def report_experiment(name: str, configuration: str, plans: str, runs: list[Run]
     """Statistics, tables and plots of the study's segmentation runs against the first arm, written to
     <results>/<dataset>/cmcl_studies/<study>__<plans>__<configuration>/; returns the console text.
     ``missing`` maps a condition name (e.g. 'missing T2') to the validation folder evaluated without it."""
-    from nnunet_cmcl.study.compare import class_names
-    from nnunet_cmcl.study.stats import learning_curves, load_records, study_statistics
-    from nnunet_cmcl.study.study_report import format_study_table, write_study_report
+    from nnunet_cmcl.evaluation.compare import class_names
+    from nnunet_cmcl.evaluation.stats import learning_curves, load_records, study_statistics
+    from nnunet_cmcl.evaluation.study_report import format_study_table, write_study_report
 
     results = join(str(nnUNet_results), name)
     segmentation = [r.record() for r in runs if r.kind == "segmentation"]
@@ -167,7 +188,7 @@ def evaluate_missing_modalities(name: str, configuration: str, plans: str, runs:
                                 device: str, seeds: list | None = None) -> dict[str, str]:
     """Every segmentation run of the all-labels regime (of ``seeds``; None: all) validated once without each
     modality, skipping those done; returns {'missing <modality>': validation folder name} for report_experiment."""
-    from nnunet_cmcl.study.missing import evaluate_missing
+    from nnunet_cmcl.evaluation.missing import evaluate_missing
 
     todo = [(r, m) for m in modalities for r in _missing_runs(runs, seeds)
             if not isfile(join(r.fold_folder, f"validation_missing_{m}", "summary.json"))]

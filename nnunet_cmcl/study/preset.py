@@ -4,9 +4,16 @@ Data: a simulated multi-modal brain dataset (T1, T2, FLAIR; CSF, grey and white 
 ``train_cases`` training and ``val_cases`` validation cases, and an unlabeled pool of ``pool_cases`` more subjects,
 preprocessed with the study dataset's plans by `prepare`. Pretraining sees the pool plus the fold's training
 images, never its validation images. Arms: nnU-Net's default trainer (seeded), and fine-tuning with nnU-Net's
-schedule from CMCL, from reconstruction only and from CMCL + reconstruction; label regimes of a few labeled cases
-and all of them; three training seeds; every all-labels model also validated without each modality.
-Budgets and sizes: docs/study.md says how they were measured.
+schedule from the default CMCL (dense terms only), from reconstruction only and from the default CMCL +
+reconstruction; label regimes of a few labeled cases and all of them; three training seeds; every all-labels model
+also validated without each modality. Plans ``nnUNetPlans_cpuPreset``; a workdir holding an earlier version's
+plans is refused. Budgets and sizes: docs/study.md says how they were measured.
+
+Seeds: the preset runs with ``nnUNet_n_proc_DA=1`` unless it is set (one seeded augmentation worker per loader).
+A rerun with the same seed is expected to repeat a run bit for bit there, but this is tested only with
+``nnUNet_n_proc_DA=0`` (see nnunet_cmcl/seeding.py).
+
+``run_gpu_study``: the same arms with nnU-Net's budgets on a dataset of the user's (`study --preset gpu`).
 """
 from __future__ import annotations
 
@@ -18,8 +25,11 @@ from dataclasses import dataclass
 from nnunet_cmcl.atomic import write_json_atomically
 from nnunet_cmcl.errors import CMCLInputError
 from nnunet_cmcl.study.plan import Arm
+from nnunet_cmcl.study.workdir import plan_and_preprocess_once, use_workdir
 
-STUDY_PLANS = "nnUNetPlans_cpuStudy"  # nnU-Net's plans with the 2d batch that fits the budget (see docs/study.md)
+STUDY_PLANS = "nnUNetPlans_cpuPreset"  # nnU-Net's plans with the 2d batch that fits the budget (see docs/study.md)
+# the plans of earlier preset versions, whose runs were trained by trainers of other names or settings
+RETIRED_STUDY_PLANS = ("nnUNetPlans_cpuStudy",)
 
 
 @dataclass(frozen=True)
@@ -46,12 +56,11 @@ class Preset:
 
 # Every fine-tuning arm uses nnU-Net's schedule (the fine-tuning trainer's default), so the nnU-Net arm is also
 # each pretrained arm's schedule-matched control: from random weights the fine-tuning trainer trains nnU-Net's
-# weights bit for bit (tests/test_experiment.py), and a scratch arm would train them again. The CMCL arm is the
-# default CMCL (dense terms only); its trainers keep the names of the runs that chose that default
-CPU_ARMS = (Arm("nnU-Net", "nnUNetTrainerSeeded_cpuStudy"),
-            Arm("CMCL", "nnUNetTrainerCMCLFinetune_cpuStudy_fromDenseOnly", "nnUNetTrainerCMCL_denseOnly_cpuStudy"),
-            Arm("reconstruction", "nnUNetTrainerCMCLFinetune_cpuStudy_fromRecon", "nnUNetTrainerCMCL_recon_cpuStudy"),
-            Arm("CMCL + reconstruction", "nnUNetTrainerCMCLFinetune_cpuStudy_fromDAE", "nnUNetTrainerCMCL_DAE_cpuStudy"))
+# weights bit for bit (tests/test_experiment.py), and a scratch arm would train them again
+CPU_ARMS = (Arm("nnU-Net", "nnUNetTrainerSeeded_cpuPreset"),
+            Arm("CMCL", "nnUNetTrainerCMCLFinetune_cpuPreset", "nnUNetTrainerCMCL_cpuPreset"),
+            Arm("reconstruction", "nnUNetTrainerCMCLFinetune_fromRecon_cpuPreset", "nnUNetTrainerCMCL_recon_cpuPreset"),
+            Arm("CMCL + reconstruction", "nnUNetTrainerCMCLFinetune_fromDAE_cpuPreset", "nnUNetTrainerCMCL_DAE_cpuPreset"))
 
 CPU = Preset("cpu", dataset_id=970, pool_id=971, shape=(32, 40, 32), train_cases=16, val_cases=24, pool_cases=32,
              configuration="2d", batch_size=8, labeled=(2, 16), train_seeds=(0, 1, 2), arms=CPU_ARMS)
@@ -103,19 +112,15 @@ def _add_training_images(preset: Preset, study_folder: str, pool_folder: str) ->
 def preprocess(preset: Preset, study: str, pool: str) -> None:
     """nnU-Net's planning and preprocessing of the study dataset, the study plans, the splits, and the pool
     prepared with the study dataset's plans (each step skipped when its output exists)."""
-    import subprocess
-    import sys
-
     from batchgenerators.utilities.file_and_folder_operations import isfile, join, load_json, save_json
     from nnunetv2.paths import nnUNet_preprocessed
 
     folder = join(nnUNet_preprocessed, study)
-    if not isfile(join(folder, "nnUNetPlans.json")):
-        exe = os.path.join(os.path.dirname(sys.executable), "nnUNetv2_plan_and_preprocess")
-        # nnU-Net's planner sets torch's thread count from nnUNet_n_proc_DA and fails on 0
-        env = {**os.environ, "nnUNet_n_proc_DA": str(max(1, int(os.environ.get("nnUNet_n_proc_DA", "1"))))}
-        subprocess.run([exe, "-d", str(preset.dataset_id), "-c", preset.configuration, "-np", "2", "-npfp", "2",
-                        "--no_pbar"], check=True, stdout=subprocess.DEVNULL, env=env)
+    retired = [p for p in RETIRED_STUDY_PLANS if isfile(join(folder, p + ".json"))]
+    if retired:  # its runs were trained by trainers of other names or settings: not this version's study
+        raise CMCLInputError(f"{folder} holds {retired[0]}, the plans of an earlier version of the preset "
+                             f"(this one uses {STUDY_PLANS}); give a new --workdir")
+    plan_and_preprocess_once(preset.dataset_id, preset.configuration)
     if not isfile(join(folder, STUDY_PLANS + ".json")):
         plans = load_json(join(folder, "nnUNetPlans.json"))
         plans["plans_name"] = STUDY_PLANS
@@ -144,15 +149,10 @@ def run_study(preset: Preset | str, workdir: str, device: str = "cpu") -> str:
     """Runs (or finishes) the preset's study in ``workdir``; returns the report's console text."""
     start = time.time()
     preset = PRESETS[preset] if isinstance(preset, str) else preset
-    workdir = os.path.abspath(workdir)
-    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-        os.environ[name] = os.path.join(workdir, name)
-        os.makedirs(os.environ[name], exist_ok=True)
-    os.environ.setdefault("nnUNet_n_proc_DA", "1")  # one seeded worker per loader: reproducible on the CPU
-    # nnU-Net's validation export and evaluation pools (8 processes by default) take about 50 s per run to start on
-    # 2 cores, more than the 24 cases they then handle
-    os.environ.setdefault("nnUNet_def_n_proc", "2")
-    os.environ.setdefault("nnUNet_compile", "false")
+    # nnUNet_n_proc_DA 1: one seeded worker per loader, delivering in order (bit-for-bit reruns are tested with 0
+    # only, docs/study.md). nnUNet_def_n_proc 2: nnU-Net's validation export and evaluation pools (8 processes by
+    # default) take about 50 s per run to start on 2 cores, more than the 24 cases they then handle
+    use_workdir(workdir, nnUNet_n_proc_DA="1", nnUNet_def_n_proc="2", nnUNet_compile="false")
     # imported once the nnUNet_* variables are set: nnU-Net reads them when its modules are imported
     from nnunet_cmcl.study.experiment import evaluate_missing_modalities, report_experiment, run_experiment
 

@@ -1,13 +1,15 @@
-"""The CPU study preset's trainers: the shipped arms with budgets sized for 2 cores (about 5 minutes a
-segmentation run; the measurements are in docs/study.md). Every segmentation arm gets the same budget and nnU-Net's
-schedule, every pretraining the same budget."""
+"""The CPU preset's trainers: the shipped trainers with budgets sized for 2 cores (about 5 minutes a segmentation
+run; the measurements are in docs/study.md). Every segmentation arm gets the same budget and nnU-Net's schedule,
+every pretraining the same budget. Names: the shipped trainer's name plus ``_cpuPreset``; a fine-tuning trainer
+says where its checkpoint comes from (``_fromRecon``), the default CMCL's has no ``_from``. Shims in
+trainers/budgets/."""
 from __future__ import annotations
 
 import torch
 
-from nnunet_cmcl.overrides import apply_overrides
-from nnunet_cmcl.pretraining.dae import nnUNetTrainerCMCL_DAE, nnUNetTrainerCMCL_recon
-from nnunet_cmcl.pretraining.variants import nnUNetTrainerCMCL_denseOnly, nnUNetTrainerCMCL_global
+from nnunet_cmcl.pretraining.dae import nnUNetTrainerCMCL_DAE, nnUNetTrainerCMCL_DAE_global, nnUNetTrainerCMCL_recon
+from nnunet_cmcl.pretraining.trainer import nnUNetTrainerCMCL
+from nnunet_cmcl.pretraining.variants import nnUNetTrainerCMCL_global
 from nnunet_cmcl.seeding import nnUNetTrainerSeeded
 from nnunet_cmcl.transfer.finetune import nnUNetTrainerCMCLFinetune
 
@@ -20,7 +22,7 @@ PRETRAINING_BUDGET = {"num_epochs": 60, "num_iterations_per_epoch": 5, "num_val_
 PLOT_EVERY = 10
 
 
-class _CPUStudy:
+class _CPUPresetSegmentation:
     """Mixin for the preset's segmentation trainers, the same for every arm: nnU-Net's progress.png every
     PLOT_EVERY epochs and after the last one, and the final validation without test-time mirroring (4 passes per
     2d slice instead of 1: 86 s instead of about 20 s for the 24 validation cases on 2 cores). Training,
@@ -43,53 +45,56 @@ class _CPUStudy:
         self.logger.plot_progress_png = every_few_epochs
 
 
-class nnUNetTrainerSeeded_cpuStudy(_CPUStudy, nnUNetTrainerSeeded):
+class nnUNetTrainerSeeded_cpuPreset(_CPUPresetSegmentation, nnUNetTrainerSeeded):
     """nnU-Net's default trainer (seeded) with the preset's segmentation budget: the baseline arm, and every
     pretrained arm's schedule-matched control (the fine-tuning trainer's default schedule is nnU-Net's)."""
-
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        apply_overrides(self, SEGMENTATION_BUDGET)
-
-
-class nnUNetTrainerCMCLFinetune_cpuStudy(_CPUStudy, nnUNetTrainerCMCLFinetune):
-    """Fine-tuning with its default schedule (nnU-Net's) and the preset's segmentation budget, from CMCL with the
-    global term (nnUNetTrainerCMCL_cpuStudy)."""
     overrides = SEGMENTATION_BUDGET
 
 
-class nnUNetTrainerCMCLFinetune_cpuStudy_fromRecon(nnUNetTrainerCMCLFinetune_cpuStudy):
+class nnUNetTrainerCMCLFinetune_cpuPreset(_CPUPresetSegmentation, nnUNetTrainerCMCLFinetune):
+    """Fine-tuning with its default schedule (nnU-Net's) and the preset's segmentation budget, from the default
+    CMCL (nnUNetTrainerCMCL_cpuPreset)."""
+    overrides = SEGMENTATION_BUDGET
+
+
+class nnUNetTrainerCMCLFinetune_fromGlobal_cpuPreset(nnUNetTrainerCMCLFinetune_cpuPreset):
+    """The same from CMCL with the global term (its own results folder)."""
+
+
+class nnUNetTrainerCMCLFinetune_fromRecon_cpuPreset(nnUNetTrainerCMCLFinetune_cpuPreset):
     """The same from reconstruction-only pretraining (its own results folder)."""
 
 
-class nnUNetTrainerCMCLFinetune_cpuStudy_fromDAE(nnUNetTrainerCMCLFinetune_cpuStudy):
-    """The same from CMCL + reconstruction (its own results folder)."""
+class nnUNetTrainerCMCLFinetune_fromDAE_cpuPreset(nnUNetTrainerCMCLFinetune_cpuPreset):
+    """The same from the default CMCL + reconstruction (its own results folder)."""
 
 
-class nnUNetTrainerCMCLFinetune_cpuStudy_fromDenseOnly(nnUNetTrainerCMCLFinetune_cpuStudy):
-    """The same from CMCL with the dense terms only, the default CMCL: the preset's CMCL arm (its own results
-    folder)."""
+class nnUNetTrainerCMCLFinetune_fromDAEglobal_cpuPreset(nnUNetTrainerCMCLFinetune_cpuPreset):
+    """The same from CMCL + reconstruction with the global term (its own results folder)."""
 
 
-class nnUNetTrainerCMCL_cpuStudy(nnUNetTrainerCMCL_global):
-    """CMCL with the global term, the default until the preset's runs showed that it adds nothing downstream: the
-    CMCL arm of docs/study_cpu's first run, and an arm to add beside the preset's (docs/study.md)."""
+class _CPUPresetPretraining:
+    """Mixin: the preset's pretraining budget and plot interval, the same for every pretrainer."""
     overrides = PRETRAINING_BUDGET
     plot_every = PLOT_EVERY
 
 
-class nnUNetTrainerCMCL_recon_cpuStudy(nnUNetTrainerCMCL_recon):
-    overrides = PRETRAINING_BUDGET
-    plot_every = PLOT_EVERY
-
-
-class nnUNetTrainerCMCL_DAE_cpuStudy(nnUNetTrainerCMCL_DAE):
-    overrides = PRETRAINING_BUDGET
-    plot_every = PLOT_EVERY
-
-
-class nnUNetTrainerCMCL_denseOnly_cpuStudy(nnUNetTrainerCMCL_denseOnly):
+class nnUNetTrainerCMCL_cpuPreset(_CPUPresetPretraining, nnUNetTrainerCMCL):
     """The default CMCL (dense terms only): the preset's CMCL pretraining."""
-    overrides = PRETRAINING_BUDGET
-    plot_every = PLOT_EVERY
+
+
+class nnUNetTrainerCMCL_global_cpuPreset(_CPUPresetPretraining, nnUNetTrainerCMCL_global):
+    """CMCL with the global term: an arm to add beside the preset's (docs/study.md)."""
+
+
+class nnUNetTrainerCMCL_recon_cpuPreset(_CPUPresetPretraining, nnUNetTrainerCMCL_recon):
+    """Reconstruction only: the preset's reconstruction pretraining."""
+
+
+class nnUNetTrainerCMCL_DAE_cpuPreset(_CPUPresetPretraining, nnUNetTrainerCMCL_DAE):
+    """The default CMCL + reconstruction: the preset's CMCL + reconstruction pretraining."""
+
+
+class nnUNetTrainerCMCL_DAE_global_cpuPreset(_CPUPresetPretraining, nnUNetTrainerCMCL_DAE_global):
+    """CMCL + reconstruction with the global term, the hybrid of the committed report's "CMCL + reconstruction"
+    arm: an arm to add beside the preset's."""

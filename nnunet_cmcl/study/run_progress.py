@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Callable
 
+from nnunet_cmcl.evaluation.formatting import format_duration
+
 LOG_NAME = re.compile(r"^training_log_(\d+)_(\d+)_(\d+)_(\d+)_(\d+)_(\d+)\.txt$")
 EPOCH_START = re.compile(r": Epoch (\d+)\s*$")
 EPOCH_TIME = re.compile(r": Epoch time: (\d+(?:\.\d+)?) s\s*$")
@@ -103,18 +105,6 @@ def read_run_progress(fold_folder: str) -> RunProgress | None:
     if epoch is not None and num_epochs is not None and epoch_seconds is not None:
         seconds_left = epochs_left(epoch, num_epochs, epoch_finished) * epoch_seconds
     return RunProgress(epoch, num_epochs, epoch_seconds, seconds_left)
-
-
-def format_duration(seconds: float) -> str:
-    """``45 s``, ``12 min`` or ``2 h 05 min``."""
-    seconds = max(round(seconds), 0)
-    if seconds < 60:
-        return f"{seconds} s"
-    minutes = round(seconds / 60)
-    if minutes < 60:
-        return f"{minutes} min"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min"
 
 
 def describe(progress: RunProgress | None) -> str:

@@ -45,7 +45,3 @@ class nnUNetTrainerCMCLFinetune_fromDAE(nnUNetTrainerCMCLFinetune):
     """nnUNetTrainerCMCLFinetune in its own results folder, for checkpoints of CMCL + reconstruction
     (nnUNetTrainerCMCL_DAE)."""
 
-
-class nnUNetTrainerCMCLFinetune_fromStages(nnUNetTrainerCMCLFinetune):
-    """nnUNetTrainerCMCLFinetune in its own results folder, for checkpoints of CMCL with dense terms on the
-    stages above the bottleneck (nnUNetTrainerCMCL_stages)."""

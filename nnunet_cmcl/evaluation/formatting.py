@@ -1,0 +1,38 @@
+"""Numbers, p-values and durations as the reports and the console print them, and NaN as strict JSON's null."""
+from __future__ import annotations
+
+import math
+
+
+def format_number(value: float | None, spec: str = ".4f") -> str:
+    """``value`` in ``spec`` (e.g. '+.4f'); 'n/a' for None and NaN."""
+    return "n/a" if value is None or math.isnan(value) else format(value, spec)
+
+
+def format_p(p: float) -> str:
+    """A p-value with 4 decimals, '<0.0001' below that, 'n/a' for NaN."""
+    return "n/a" if math.isnan(p) else ("<0.0001" if p < 1e-4 else f"{p:.4f}")
+
+
+def nan_to_none(obj):
+    """``obj`` (nested dicts, lists, tuples) with every float NaN replaced by None; tuples become lists."""
+    # strict JSON has no NaN; null keeps the reports' JSON readable by every JSON parser
+    if isinstance(obj, float) and math.isnan(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: nan_to_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [nan_to_none(v) for v in obj]
+    return obj
+
+
+def format_duration(seconds: float) -> str:
+    """``45 s``, ``12 min`` or ``2 h 05 min``."""
+    seconds = max(round(seconds), 0)
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes = round(seconds / 60)
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"

@@ -1,0 +1,197 @@
+"""The study through nnU-Net's commands, as the preset runs it at a tiny size: an unlabeled pool prepared with the
+study's plans, seeded repeats of every run, arms, per-fold pretraining, validation without each modality, the
+report; and that a training seed reproduces a run exactly on the CPU."""
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+from batchgenerators.utilities.file_and_folder_operations import join, load_json
+
+from conftest import EXT_TRAINERS, run
+
+BASELINE, PRETRAINER, FINETUNER = "nnUNetTrainerSeeded_smoke", "nnUNetTrainerCMCL_smoke", \
+    "nnUNetTrainerCMCLFinetune_smoke"
+STUDY, POOL, PLANS = "Dataset972_CMCLBrainStudy", "Dataset973_CMCLBrainPool", "nnUNetPlans_cpuPreset"
+TINY = f"""
+from nnunet_cmcl.study.plan import Arm
+from nnunet_cmcl.study.preset import Preset, run_study
+preset = Preset("tiny", dataset_id=972, pool_id=973, shape=(16, 20, 16), train_cases=4, val_cases=3, pool_cases=3,
+                configuration="2d", batch_size=4, labeled=(2,), train_seeds=(0, 1),
+                arms=(Arm("nnU-Net", "{BASELINE}"), Arm("CMCL", "{FINETUNER}", "{PRETRAINER}")))
+print(run_study(preset, WORKDIR))
+"""
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> tuple[dict, str]:
+    """The tiny study's nnU-Net environment and its output, batches drawn in the main process
+    (nnUNet_n_proc_DA=0), where a seed fixes everything."""
+    workdir = str(tmp_path_factory.mktemp("study"))
+    env = {**os.environ, "nnUNet_extTrainer": EXT_TRAINERS, "nnUNet_n_proc_DA": "0", "nnUNet_def_n_proc": "1",
+           "OMP_NUM_THREADS": "2", "nnUNet_CMCL_progress_interval": "2",
+           **{k: join(workdir, k) for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}}
+    proc = subprocess.run([sys.executable, "-c", TINY.replace("WORKDIR", repr(workdir))], env=env,
+                          capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return env, proc.stdout
+
+
+def _fold_folder(env: dict, dataset: str, trainer: str, fold: int) -> str:
+    return join(env["nnUNet_results"], dataset, f"{trainer}__{PLANS}__2d", f"fold_{fold}")
+
+
+def _seeded(env: dict, dataset: str) -> dict:
+    splits = load_json(join(env["nnUNet_preprocessed"], dataset, "splits_final.json"))
+    return {(s["cmcl_seeded_from"], s["cmcl_train_seed"]): i for i, s in enumerate(splits) if "cmcl_train_seed" in s}
+
+
+def test_pretraining_sees_the_pool_and_training_images_but_no_validation_image(study):
+    env, _ = study
+    splits = load_json(join(env["nnUNet_preprocessed"], STUDY, "splits_final.json"))
+    pool = load_json(join(env["nnUNet_preprocessed"], POOL, "splits_final.json"))
+    for fold in pool:
+        assert set(splits[0]["train"]) <= set(fold["train"]) and not set(splits[0]["val"]) & set(fold["train"])
+        assert not set(splits[0]["val"]) & set(fold["val"])
+    for seed in (0, 1):
+        pretraining = _fold_folder(env, POOL, PRETRAINER, _seeded(env, POOL)[(0, seed)])
+        assert json.load(open(join(pretraining, "debug.json")))["train_seed"] == str(seed)
+        log = next(join(pretraining, f) for f in os.listdir(pretraining) if f.startswith("training_log"))
+        assert f"training seed {seed}" in open(log).read()
+
+
+def test_every_run_is_repeated_per_seed_and_reported_against_the_baseline(study):
+    env, out = study
+    splits = load_json(join(env["nnUNet_preprocessed"], STUDY, "splits_final.json"))
+    regime = next(i for i, s in enumerate(splits) if s.get("cmcl_fraction") == 0.5 and "cmcl_train_seed" not in s)
+    assert len(splits[regime]["train"]) == 2 and splits[regime]["val"] == splits[0]["val"]
+    for seed in (0, 1):
+        for trainer in (BASELINE, FINETUNER):
+            fold = _fold_folder(env, STUDY, trainer, _seeded(env, STUDY)[(regime, seed)])
+            assert json.load(open(join(fold, "debug.json")))["train_seed"] == str(seed)
+            assert len(load_json(join(fold, "validation", "summary.json"))["metric_per_case"]) == 3
+            # without each modality: the first seed's models only
+            for modality in ("T1", "FLAIR"):
+                missing = join(fold, f"validation_missing_{modality}", "summary.json")
+                assert os.path.isfile(missing) == (seed == 0)
+        source = json.load(open(join(_fold_folder(env, STUDY, FINETUNER, _seeded(env, STUDY)[(regime, seed)]),
+                                     "debug.json")))["pretrained_source"]
+        assert f"{POOL}/{PRETRAINER}__{PLANS}__2d/fold_{_seeded(env, POOL)[(0, seed)]}" in source
+    assert "[study tiny 6/6]" in out and "[study] done" in out
+    # progress lines while a run trains (every 2 s here): its epoch out of the total, or that it is starting
+    assert re.search(r"\[study tiny \d/6\] [^\n]*\): (starting|epoch \d+/1)", out)
+    report = join(env["nnUNet_results"], STUDY, "cmcl_studies", f"preset_tiny__{PLANS}__2d")
+    table = open(join(report, "study.md")).read()
+    assert "A/A" in table and "CMCL" in table and "white_matter" in table and "missing T2" in table
+    rows = json.load(open(join(report, "study.json")))["rows"]
+    mean_cmcl = next(r for r in rows if r["class"] == "mean" and r["arm"] == "CMCL")
+    assert mean_cmcl["n_labeled"] == 2 and {d["seed"] for d in mean_cmcl["seed_diffs"]} == {0, 1}
+    for name in ("dice_vs_labels.png", "learning_curves.png", "missing_modality.png"):
+        with open(join(report, name), "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_same_seed_reproduces_a_run_exactly_and_another_seed_does_not(study, tmp_path):
+    env, _ = study
+    splits = load_json(join(env["nnUNet_preprocessed"], STUDY, "splits_final.json"))
+    folds = {s["cmcl_train_seed"]: i for i, s in enumerate(splits) if "cmcl_train_seed" in s and "cmcl_fraction" in s}
+    first = _fold_folder(env, STUDY, BASELINE, folds[0])
+    # the same fold again, into other results: nnU-Net's command, nothing shared but the data and the seed
+    again = {**env, "nnUNet_results": str(tmp_path)}
+    run(["nnUNetv2_train", "972", "2d", str(folds[0]), "-tr", BASELINE, "-p", PLANS, "-device", "cpu"], again)
+    second = join(str(tmp_path), STUDY, f"{BASELINE}__{PLANS}__2d", f"fold_{folds[0]}")
+
+    def weights(folder):
+        return torch.load(join(folder, "checkpoint_final.pth"), map_location="cpu", weights_only=False)[
+            "network_weights"]
+
+    a, b, other = weights(first), weights(second), weights(_fold_folder(env, STUDY, BASELINE, folds[1]))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], other[k]) for k in a)
+    dice = [[c["metrics"] for c in load_json(join(f, "validation", "summary.json"))["metric_per_case"]]
+            for f in (first, second)]
+    assert dice[0] == dice[1]
+    # the fine-tuning trainer's default schedule from random weights is nnU-Net's trainer, bit for bit: nothing but
+    # the pretrained weights tells a fine-tuned arm from the baseline
+    finetuner = "nnUNetTrainerCMCLFinetune_default_smoke"
+    run(["nnUNetv2_train", "972", "2d", str(folds[0]), "-tr", finetuner, "-p", PLANS, "-device", "cpu"], again)
+    scratch = weights(join(str(tmp_path), STUDY, f"{finetuner}__{PLANS}__2d", f"fold_{folds[0]}"))
+    assert all(torch.equal(a[k], scratch[k]) for k in a)
+
+
+def test_a_rerun_skips_what_finished_and_a_baseline_without_seeds_is_refused(study):
+    env, _ = study
+    out = run(["nnunet-cmcl", "experiment", "-d", "972", "-c", "2d", "-p", PLANS, "--labeled", "2", "--train-seeds",
+               "0", "1", "--baseline", BASELINE, "--pretrainer", PRETRAINER, "--finetuner", FINETUNER, "--pool", "973",
+               "-device", "cpu"], env).stdout
+    assert out.count("finished earlier, skipped") == 6 and "A/A" in out
+    proc = run(["nnunet-cmcl", "experiment", "-d", "972", "-c", "2d", "-p", PLANS, "--train-seeds", "0",
+                "--baseline", "nnUNetTrainer_5epochs", "--pretrainer", PRETRAINER, "--finetuner", FINETUNER,
+                "-device", "cpu"], env, expect=2)
+    assert "does not read training seeds" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run(["nnunet-cmcl", "experiment", "-d", "972", "-c", "2d", "-p", PLANS, "--missing", "PET",
+                "-device", "cpu"], env, expect=2)
+    assert "--missing PET: not among the channels" in proc.stderr
+
+
+def test_a_workdir_of_another_preset_version_is_refused_before_any_run(study):
+    env, _ = study
+    rerun = TINY.replace("batch_size=4", "batch_size=5").replace("WORKDIR", repr(os.path.dirname(env["nnUNet_raw"])))
+    proc = subprocess.run([sys.executable, "-c", rerun], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "batch 4, the preset 'tiny' uses 5" in proc.stderr
+    assert "give a new --workdir" in proc.stderr and "3/4 training" not in proc.stdout
+
+
+def _rerun(env: dict) -> subprocess.CompletedProcess:
+    rerun = TINY.replace("WORKDIR", repr(os.path.dirname(env["nnUNet_raw"])))
+    return subprocess.run([sys.executable, "-c", rerun], env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_a_finished_run_of_other_settings_is_refused_not_skipped(study):
+    # as after a release that changed the trainer's default: the folder keeps its name, its settings are old
+    env, _ = study
+    folder = _fold_folder(env, POOL, PRETRAINER, _seeded(env, POOL)[(0, 1)])
+    path = join(folder, "cmcl_settings.json")
+    original = open(path).read()
+    recorded = json.loads(original)
+    recorded["settings"]["cmcl_config"]["weight_global"] = 1.0
+    try:
+        with open(path, "w") as f:
+            json.dump(recorded, f)
+        proc = _rerun(env)
+    finally:
+        with open(path, "w") as f:
+            f.write(original)
+    assert proc.returncode != 0 and f"{folder} is not a run of {PRETRAINER} as it trains now" in proc.stderr
+    assert "cmcl_config.weight_global: 1.0 -> 0.0" in proc.stderr and "skipped" not in proc.stdout
+
+
+def test_a_workdir_of_an_earlier_plans_version_is_refused(study):
+    env, _ = study
+    retired = join(env["nnUNet_preprocessed"], STUDY, "nnUNetPlans_cpuStudy.json")
+    try:
+        open(retired, "w").close()
+        proc = _rerun(env)
+    finally:
+        os.remove(retired)
+    assert proc.returncode != 0 and "holds nnUNetPlans_cpuStudy, the plans of an earlier version" in proc.stderr
+
+
+def test_missing_modality_evaluation_finds_the_plugins_trainers(monkeypatch, tmp_path):
+    # nnU-Net's predictor runs in the calling process (the study's, or evaluate-missing's) and finds trainer
+    # classes through nnUNet_extTrainer only; the plugin's trainers must be found without the user setting it
+    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+
+    from nnunet_cmcl.errors import CMCLInputError
+    from nnunet_cmcl.evaluation.missing import evaluate_missing
+
+    monkeypatch.delenv("nnUNet_extTrainer", raising=False)
+    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        monkeypatch.setenv(name, str(tmp_path))
+    with pytest.raises(CMCLInputError, match="Dataset989_Absent"):  # stops at the dataset check, as a user would
+        evaluate_missing("Dataset989_Absent", "2d", "nnUNetTrainerSeeded_cpuPreset", 0, "T1", PLANS, "cpu")
+    assert recursive_find_trainer_class_by_name("nnUNetTrainerSeeded_cpuPreset").__name__ == \
+        "nnUNetTrainerSeeded_cpuPreset"

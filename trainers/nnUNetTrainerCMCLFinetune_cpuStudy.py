@@ -1,1 +1,0 @@
-from nnunet_cmcl.study.preset_trainers import nnUNetTrainerCMCLFinetune_cpuStudy  # noqa: F401  (found by nnU-Net through nnUNet_extTrainer)

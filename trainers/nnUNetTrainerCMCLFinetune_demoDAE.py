@@ -1,1 +1,0 @@
-from nnunet_cmcl.study.demo_trainers import nnUNetTrainerCMCLFinetune_demoDAE  # noqa: F401  (found by nnU-Net through nnUNet_extTrainer)

@@ -1,1 +1,0 @@
-from nnunet_cmcl.transfer.finetune_variants import nnUNetTrainerCMCLFinetune_fromStages  # noqa: F401  (found by nnU-Net through nnUNet_extTrainer)

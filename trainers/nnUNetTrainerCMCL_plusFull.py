@@ -1,1 +1,0 @@
-from nnunet_cmcl.pretraining.variants import nnUNetTrainerCMCL_plusFull  # noqa: F401  (found by nnU-Net through nnUNet_extTrainer)

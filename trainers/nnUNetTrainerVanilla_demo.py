@@ -1,1 +1,0 @@
-from nnunet_cmcl.study.demo_trainers import nnUNetTrainerVanilla_demo  # noqa: F401  (found by nnU-Net through nnUNet_extTrainer)
