@@ -4,10 +4,12 @@ A checkpoint written by nnunet-cmcl is an nnU-Net checkpoint (``network_weights`
 stock ``-pretrained_weights`` loads it) plus ``checkpoint["cmcl"]``::
 
     {"format": 1, "config": CMCLConfig as dict, "heads": state dict, "modalities": {"channel_names", "groups"},
-     "best_retrieval": float, "skipped_steps": int}          # pretraining
+     "best_retrieval": float, "skipped_steps": int,          # pretraining; skipped_steps: non-finite loss
+     "scaler_skipped_steps": int}                            # steps the grad scaler skipped; absent: 0
     {"format": 1, "config": ..., "modalities": ..., "export": {"source", "source_sha256", "report"}}  # export
 
-Checkpoints of nnunet-cmcl 0.1.0 kept these as loose ``cmcl_*`` keys; ``cmcl_record`` reads both layouts.
+Checkpoints of nnunet-cmcl 0.1.0 kept these as loose ``cmcl_*`` keys; ``cmcl_record`` reads both layouts. Every
+tensor of a pretraining checkpoint, the optimiser's state included, is saved on the CPU (``on_cpu``).
 """
 from __future__ import annotations
 
@@ -51,6 +53,22 @@ def load_checkpoint_safely(path: str) -> dict:
     if not isinstance(checkpoint, dict) or "network_weights" not in checkpoint:
         raise CMCLInputError(f"{path} has no 'network_weights': it is not an nnU-Net checkpoint")
     return checkpoint
+
+
+def on_cpu(state):
+    """``state`` (a state dict, possibly nested in dicts, lists and tuples) with every tensor detached and on the CPU:
+    a checkpoint of CPU tensors loads on any machine, GPU or not, even with torch.load's default map_location."""
+    if isinstance(state, torch.Tensor):
+        return state.detach().cpu()
+    if isinstance(state, dict):
+        return {k: on_cpu(v) for k, v in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(on_cpu(v) for v in state)
+    return state
+
+
+def state_dict_on_cpu(module: torch.nn.Module) -> dict:
+    return on_cpu(module.state_dict())
 
 
 def sha256(path: str) -> str:

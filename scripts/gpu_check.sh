@@ -61,17 +61,19 @@ nnunet-cmcl synth phantom --id 990 --cases 12 --shape "$SHAPE" "$SHAPE" "$SHAPE"
 nnUNetv2_plan_and_preprocess -d 990 -c 3d_fullres -np 4 -npfp 4 --no_pbar > "$WORK/plan.log"
 echo "== CMCL pretraining on $DEVICE (autocast and torch.compile on CUDA) =="
 nnUNetv2_train 990 3d_fullres all -tr nnUNetTrainerCMCL_gpuCheck -device "$DEVICE" \
-    | grep -E "Epoch time|train_loss|retrieval|compil|WARNING" || true
+    | grep -E "Epoch time|train_loss|retrieval|grad scaler|compil|WARNING" || true
 "$PY" - <<'EOF'
 import glob, os
-from nnunet_cmcl.checkpoints import load_checkpoint_safely
+from nnunet_cmcl.checkpoints import cmcl_record, load_checkpoint_safely
 path, = glob.glob(os.path.join(os.environ["nnUNet_results"], "*", "nnUNetTrainerCMCL_gpuCheck__*", "fold_all",
                                "checkpoint_final.pth"))
 ckpt = load_checkpoint_safely(path)
 assert all(v.isfinite().all() for v in ckpt["network_weights"].values() if v.is_floating_point()), "non-finite weights"
-losses = ckpt["logging"]["train_losses"]
+losses, record = ckpt["logging"]["train_losses"], cmcl_record(ckpt)
 print(f"checkpoint OK: epochs {ckpt['current_epoch']}, train loss per epoch {[round(l, 3) for l in losses]}, "
-      f"skipped non-finite steps {ckpt.get('cmcl_skipped_steps')}")
+      f"skipped non-finite steps {record['skipped_steps']}, grad scaler skipped steps "
+      f"{record.get('scaler_skipped_steps')}")
+assert all(v.device.type == "cpu" for v in ckpt["optimizer_state"]["state"][0].values()), "optimizer state on GPU"
 EOF
 echo "== step benchmark on $DEVICE =="
 "$PY" scripts/bench_step.py -d 990 -c 3d_fullres --device "$DEVICE" --steps "$STEPS" --warmup 5

@@ -23,15 +23,14 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.helpers import dummy_context
 
 from nnunet_cmcl.atomic import save_atomically
-from nnunet_cmcl.checkpoints import cmcl_record, load_checkpoint_safely, make_record
-from nnunet_cmcl.dist import all_gather_cat, mean_over_ranks, true_on_every_rank, world_size
+from nnunet_cmcl.checkpoints import cmcl_record, load_checkpoint_safely, make_record, on_cpu, state_dict_on_cpu
+from nnunet_cmcl.dist import mean_over_ranks, true_on_every_rank, world_size
 from nnunet_cmcl.errors import CMCLInputError
 from nnunet_cmcl.overrides import apply_overrides
 from nnunet_cmcl.pretraining.config import CMCLConfig
 from nnunet_cmcl.pretraining.losses import CMCLLoss
-from nnunet_cmcl.pretraining.metrics import (alignment, normalised_std, other_samples_of_same_case, retrieval_top1,
-                                             uniformity)
 from nnunet_cmcl.pretraining.model import CMCLModel, stage_key
+from nnunet_cmcl.pretraining.monitoring import CMCLMonitoring, ScalerSkipCounter
 from nnunet_cmcl.pretraining.progress import plot_progress
 from nnunet_cmcl.pretraining.queue import KeyQueue, MomentumEncoder
 from nnunet_cmcl.pretraining.views import ViewSampler, check_modalities, modality_groups, total_strides
@@ -39,11 +38,6 @@ from nnunet_cmcl.seeding import SeededTraining
 
 LOG_KEYS = ("train_loss_global", "train_loss_dense", "val_retrieval_top1", "val_dense_retrieval_top1",
             "val_embedding_std", "val_alignment", "val_uniformity")
-
-
-def state_dict_on_cpu(module: torch.nn.Module) -> dict:
-    # CPU tensors: the checkpoint loads on any machine, GPU or not
-    return {k: v.detach().cpu() for k, v in module.state_dict().items()}
 
 
 def case_ids(keys, device: torch.device) -> torch.Tensor:
@@ -57,7 +51,15 @@ def is_improvement(score: float, best: float | None) -> bool:
     return math.isfinite(score) and (best is None or not math.isfinite(best) or score > best)
 
 
-class nnUNetTrainerCMCL(SeededTraining, nnUNetTrainer):
+def check_not_cascaded(configuration: str, previous_stage: str | None) -> None:
+    """Refuses a cascade stage: its input has the previous stage's one-hot segmentation appended to the images, and
+    those channels belong to no modality (the view sampler would leave them unassigned)."""
+    if previous_stage is not None:
+        raise CMCLInputError(f"configuration {configuration} is a cascade stage (its input carries {previous_stage}'s "
+                             f"segmentation): CMCL pretrains on the images alone, use 3d_fullres or 2d")
+
+
+class nnUNetTrainerCMCL(CMCLMonitoring, SeededTraining, nnUNetTrainer):
     """CMCL pretraining; run as ``nnUNetv2_train D C all -tr nnUNetTrainerCMCL``. Labels are never used."""
 
     cmcl_config = CMCLConfig()
@@ -69,6 +71,7 @@ class nnUNetTrainerCMCL(SeededTraining, nnUNetTrainer):
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
+        check_not_cascaded(configuration, self.configuration_manager.previous_stage_name)
         self.modality_groups = modality_groups(dataset_json["channel_names"])
         check_modalities(self.modality_groups, self.cmcl_config)
         if self.is_ddp and self.configuration_manager.batch_size % world_size():
@@ -84,6 +87,7 @@ class nnUNetTrainerCMCL(SeededTraining, nnUNetTrainer):
         self.momentum_encoder = self.key_queue = None  # -> initialize, when the config has a queue
         self.best_retrieval = None
         self.consecutive_nonfinite_steps = self.skipped_steps_epoch = self.skipped_steps_total = 0
+        self.scaler_skips = ScalerSkipCounter()  # steps the grad scaler skipped (CUDA)
         for key in LOG_KEYS:  # nnU-Net's local logger only accepts keys it already knows
             self.logger.local_logger.my_fantastic_logging.setdefault(key, [])
         apply_overrides(self, self.overrides)
@@ -175,6 +179,7 @@ class nnUNetTrainerCMCL(SeededTraining, nnUNetTrainer):
         6. Backward (through nnU-Net's grad scaler if any), unscale, gradient norm clipped at 12.
         7. Skip decision: a non-finite loss (or gradient, without a scaler), agreed by every rank
            (``true_on_every_rank``: the step's one host sync), makes no update and is counted; otherwise AdamW steps.
+           The grad scaler's own skips (inf/NaN gradients) are counted on the device (monitoring.py).
         8. Key queue, with the global term only (``_push_keys``, queue.py): momentum update, then this step's keys.
 
         The returned terms are averaged per epoch in ``on_train_epoch_end``.
@@ -199,8 +204,7 @@ class nnUNetTrainerCMCL(SeededTraining, nnUNetTrainer):
         else:
             self.consecutive_nonfinite_steps = 0
         if self.grad_scaler is not None:
-            self.grad_scaler.step(self.optimizer)
-            self.grad_scaler.update()
+            self.scaler_skips.step(self.grad_scaler, self.optimizer)
         elif self.consecutive_nonfinite_steps == 0:
             self.optimizer.step()
         if self.consecutive_nonfinite_steps:
@@ -245,6 +249,7 @@ class nnUNetTrainerCMCL(SeededTraining, nnUNetTrainer):
         if self.skipped_steps_epoch:
             self.print_to_log_file(f"{self.skipped_steps_epoch} of {len(train_outputs)} steps skipped for non-finite "
                                    f"loss or gradients ({self.skipped_steps_total} in all)")
+        self.log_grad_scaler(len(train_outputs))
         self.logger.log("train_losses", self._epoch_mean(train_outputs, "loss"), self.current_epoch)
         for term in ("global", "dense"):
             self.logger.log(f"train_loss_{term}", self._epoch_mean(train_outputs, f"loss_{term}"), self.current_epoch)
@@ -256,43 +261,7 @@ class nnUNetTrainerCMCL(SeededTraining, nnUNetTrainer):
             self.print_to_log_file(f"train_loss dense on the {len(stages)} stages above the bottleneck: "
                                    f"{', '.join(stages)}")
 
-    # ---- validation: retrieval instead of Dice -------------------------------------------------------
-    def validation_step(self, batch: dict) -> dict:
-        out, losses = self._forward_loss(batch)
-        result = {"loss": losses["loss"].detach(), "cases": out["cases"]}
-        if "global" in out:
-            result["global"] = out["global"].detach().float()  # (V, B, D)
-        if "dense" in out:  # across samples: every location of every other-case sample is a candidate too
-            dense = out["dense"].detach().float()
-            queries, keys = dense[0].flatten(0, 1), dense[1].flatten(0, 1)  # (B*M, D)
-            b, m = dense.shape[1:3]
-            # keys: every location of the own patch (wrong but for the exact one) and of other-case patches
-            ignored = other_samples_of_same_case(out["cases"].repeat_interleave(m),
-                                                 torch.arange(b, device=dense.device).repeat_interleave(m))
-            # counted on locations inside the image: padding looks alike in every modality
-            result["dense_top1"] = torch.tensor(retrieval_top1(queries, keys, ignored, out["inside"].flatten()),
-                                                device=dense.device)
-        return result
-
-    def on_validation_epoch_end(self, val_outputs: List[dict]):
-        epoch = self.current_epoch
-        self.logger.log("val_losses", self._epoch_mean(val_outputs, "loss"), epoch)
-        self.logger.log("val_dense_retrieval_top1", self._epoch_mean(val_outputs, "dense_top1"), epoch)
-        metrics = dict.fromkeys(("val_retrieval_top1", "val_embedding_std", "val_alignment", "val_uniformity"),
-                                float("nan"))
-        if "global" in val_outputs[0]:
-            z = torch.cat([o["global"] for o in val_outputs], dim=1)  # (V, N, D)
-            cases = torch.cat([o["cases"] for o in val_outputs])
-            z, cases = all_gather_cat(z, dim=1), all_gather_cat(cases, dim=0)
-            ignored = other_samples_of_same_case(cases, torch.arange(len(cases), device=cases.device))
-            metrics["val_retrieval_top1"] = 0.5 * (retrieval_top1(z[0], z[1], ignored) +
-                                                   retrieval_top1(z[1], z[0], ignored))
-            metrics["val_embedding_std"] = normalised_std(z[0])
-            metrics["val_alignment"] = alignment(z[0], z[1])
-            metrics["val_uniformity"] = uniformity(z[0])
-        for key, value in metrics.items():
-            self.logger.log(key, value, epoch)
-
+    # ---- validation: retrieval instead of Dice, in monitoring.py (CMCLMonitoring) ---------------------
     def perform_actual_validation(self, save_probabilities: bool = False):
         self.print_to_log_file("CMCL pretraining trains no segmentation output: nnU-Net's segmentation "
                                "validation is skipped. Fine-tune with -pretrained_weights to segment.")
@@ -307,14 +276,8 @@ class nnUNetTrainerCMCL(SeededTraining, nnUNetTrainer):
         self.print_to_log_file(
             f"train_loss {self._get('train_losses'):.4f} (global {self._get('train_loss_global'):.4f}, dense "
             f"{self._get('train_loss_dense'):.4f}) val_loss {self._get('val_losses'):.4f}")
-        self.print_to_log_file(
-            f"retrieval top-1 {self._get('val_retrieval_top1'):.3f} dense {self._get('val_dense_retrieval_top1'):.3f} "
-            f"embedding std {self._get('val_embedding_std'):.3f} alignment {self._get('val_alignment'):.3f} "
-            f"uniformity {self._get('val_uniformity'):.3f}")
+        self.log_validation_metrics()  # with the collapse warning
         self.print_to_log_file(f"Epoch time: {self._get('epoch_end_timestamps') - self._get('epoch_start_timestamps'):.2f} s")
-        if self._get("val_embedding_std") < self.cmcl_config.collapse_std_threshold:
-            self.print_to_log_file("WARNING: embedding std is near 0, the representation is collapsing; "
-                                   "try a higher temperature or a lower learning rate")
 
         if (self.current_epoch + 1) % self.save_every == 0 and self.current_epoch != self.num_epochs - 1:
             self.save_checkpoint(os.path.join(self.output_folder, "checkpoint_latest.pth"))
@@ -343,9 +306,11 @@ class nnUNetTrainerCMCL(SeededTraining, nnUNetTrainer):
                                 modalities={"channel_names": self.dataset_json["channel_names"],
                                             "groups": self.modality_groups},
                                 best_retrieval=self.best_retrieval, skipped_steps=self.skipped_steps_total,
-                                **self._queue_state()),
-            "optimizer_state": self.optimizer.state_dict(),
-            "grad_scaler_state": self.grad_scaler.state_dict() if self.grad_scaler is not None else None,
+                                scaler_skipped_steps=self.scaler_skips.total, **self._queue_state()),
+            # CPU tensors like the weights: stock -pretrained_weights reads the whole file without map_location, so
+            # CUDA tensors here would fail on a machine without a GPU; load_state_dict moves them back on resume
+            "optimizer_state": on_cpu(self.optimizer.state_dict()),
+            "grad_scaler_state": on_cpu(self.grad_scaler.state_dict()) if self.grad_scaler is not None else None,
             "logging": self.logger.get_checkpoint(),
             "_best_ema": None,
             "current_epoch": self.current_epoch + 1,
@@ -387,6 +352,7 @@ class nnUNetTrainerCMCL(SeededTraining, nnUNetTrainer):
         self.logger.load_checkpoint(checkpoint["logging"])
         self.best_retrieval = record["best_retrieval"]
         self.skipped_steps_total = record.get("skipped_steps", 0)
+        self.scaler_skips.total = record.get("scaler_skipped_steps", 0)
         self.inference_allowed_mirroring_axes = checkpoint.get("inference_allowed_mirroring_axes",
                                                                self.inference_allowed_mirroring_axes)
         self.optimizer.load_state_dict(checkpoint["optimizer_state"])

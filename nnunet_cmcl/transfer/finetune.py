@@ -22,18 +22,24 @@ from nnunet_cmcl.seeding import SeededTraining
 from nnunet_cmcl.transfer.schedule import WarmupPolyLRScheduler, warmup_iterations
 
 PRETRAINED_ENV = "nnUNet_CMCL_pretrained_weights"  # for runs started from Python instead of nnUNetv2_train
+PRETRAINED_FLAG = "-pretrained_weights"
 
 
 def pretrained_weights_path(argv: list[str] | None = None) -> str | None:
     """The -pretrained_weights file of this nnUNetv2_train run (nnU-Net does not hand it to the trainer).
 
-    An exact match, not argparse: argparse would take ``-p PLANS`` for an abbreviation of it.
+    Read as nnUNetv2_train's argparse reads it: ``-pretrained_weights PATH`` or ``-pretrained_weights=PATH``, the
+    last one given wins; its abbreviations are ambiguous with ``-p`` there, so argparse refuses them. Not argparse
+    itself: a parser knowing this flag alone would take ``-p PLANS`` for an abbreviation of it.
     """
     argv = sys.argv[1:] if argv is None else argv
-    for flag, value in zip(argv, argv[1:]):
-        if flag == "-pretrained_weights":
-            return value
-    return os.environ.get(PRETRAINED_ENV)
+    found = None
+    for i, token in enumerate(argv):
+        if token == PRETRAINED_FLAG and i + 1 < len(argv):
+            found = argv[i + 1]
+        elif token.startswith(PRETRAINED_FLAG + "="):
+            found = token[len(PRETRAINED_FLAG) + 1:]
+    return found if found is not None else os.environ.get(PRETRAINED_ENV)
 
 
 class nnUNetTrainerCMCLFinetune(SeededTraining, nnUNetTrainer):

@@ -95,6 +95,11 @@ def check_transfer(checkpoint: dict, network: torch.nn.Module, target_channels: 
         part[1] += 1
         part[0] += key in weights and tuple(weights[key].shape) == tuple(value.shape)
     summary = [f"{name}: {n}/{total} tensors transfer" for name, (n, total) in counts.items()]
+    config = cmcl_record(checkpoint).get("config")
+    if config is not None and not config.get("weight_reconstruction", 0) > 0:
+        # without a reconstruction term pretraining never trains the decoder: it holds a random initialisation
+        summary[1] = (f"decoder: {counts['decoder'][0]}/{counts['decoder'][1]} tensors fit but are untrained "
+                      f"(pretrained without a reconstruction term); only the encoder is pretrained")
     summary.append("segmentation layers: not transferred (nnU-Net never does)")
     return summary, problems
 

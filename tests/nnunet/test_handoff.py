@@ -110,6 +110,7 @@ def test_inspect_reads_without_unpickling_code(checkpoint, phantom_env, tmp_path
 def test_verify_passes_on_its_own_dataset_and_names_channel_mismatch(checkpoint, three_channel_env):
     ok = run(["nnunet-cmcl", "verify", checkpoint, "-d", "501", "-c", "3d_fullres"], three_channel_env)
     assert f"encoder: {N_ENCODER}/{N_ENCODER} tensors transfer" in ok.stdout and "OK" in ok.stdout
+    assert "tensors fit but are untrained (pretrained without a reconstruction term)" in ok.stdout  # decoder
     proc = run(["nnunet-cmcl", "verify", checkpoint, "-d", "502", "-c", "3d_fullres"], three_channel_env, expect=1)
     assert "pretrained on channels (T1, T2); the target dataset has (T2, T1, FLAIR)" in proc.stderr
 

@@ -1,5 +1,6 @@
 """nnUNetTrainerCMCL on real nnU-Net plans and data: default and ResEnc plans, 2d and 3d_fullres."""
 import copy
+import math
 from dataclasses import replace
 
 import pytest
@@ -15,6 +16,7 @@ from nnunet_cmcl.host_syncs import count_train_step
 from nnunet_cmcl.pretraining.config import CMCLConfig
 from nnunet_cmcl.pretraining.dae import CMCLReconstructionLoss, nnUNetTrainerCMCL_DAE
 from nnunet_cmcl.pretraining.metrics import normalised_std
+from nnunet_cmcl.pretraining import trainer as trainer_module
 from nnunet_cmcl.pretraining.model import stage_key
 from nnunet_cmcl.pretraining.trainer import nnUNetTrainerCMCL
 from nnunet_cmcl.pretraining.variants import nnUNetTrainerCMCL_Aug, nnUNetTrainerCMCL_bottleneck, nnUNetTrainerCMCL_global
@@ -32,15 +34,17 @@ def env(resenc_env):
 
 
 def make_trainer(env, monkeypatch, configuration, plans="nnUNetPlans", cls=nnUNetTrainerCMCL,
-                 dataset_json=None):
+                 dataset_json=None, configurations=None):
     """A CMCL trainer on dataset 501, the default one unless ``cls`` says otherwise (tests of the global term
-    give nnUNetTrainerCMCL_global: its head, momentum encoder and key queue beside the dense terms)."""
+    give nnUNetTrainerCMCL_global: its head, momentum encoder and key queue beside the dense terms);
+    ``configurations`` are added to the plans' configurations."""
     for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         monkeypatch.setenv(key, env[key])
     monkeypatch.setenv("nnUNet_n_proc_DA", "0")  # in-process data augmentation
     folder = join(env["nnUNet_preprocessed"], DATASET)
     plans_dict = load_json(join(folder, f"{plans}.json"))
     plans_dict["continue_training"] = False
+    plans_dict["configurations"].update(configurations or {})
     dataset_json = dataset_json or load_json(join(folder, "dataset.json"))
     return cls(plans_dict, configuration, 0, dataset_json, torch.device("cpu"))
 
@@ -106,7 +110,11 @@ def test_step_trains_heads_and_encoder_and_checkpoint_fits_stock_network(env, mo
         trainer.on_validation_epoch_start()
         result = trainer.validation_step(next(trainer.dataloader_val))
     assert result["global"].shape[:2] == (trainer.cmcl_model.sampler.num_views, trainer.batch_size)
-    assert 0.0 <= result["dense_top1"].item() <= 1.0
+    # the dense metrics come at the epoch's end, over every rank's batch of each step
+    assert result["dense"].shape[:2] == result["global"].shape[:2]
+    assert result["inside"].shape == result["dense"].shape[1:3]
+    trainer.on_validation_epoch_end([result])
+    assert 0.0 <= trainer.logger.get_value("val_dense_retrieval_top1", step=-1) <= 1.0
 
 
 def test_default_trains_the_dense_terms_only(env, monkeypatch):
@@ -317,3 +325,80 @@ def test_dense_terms_on_the_stages_above_the_bottleneck_train_those_stages(env, 
     too_many = type("TooMany", (nnUNetTrainerCMCL,), {"cmcl_config": replace(CMCLConfig(), dense_stages=9)})
     with pytest.raises(CMCLInputError, match="dense_stages=9 needs as many encoder stages"):
         make_trainer(env, monkeypatch, "3d_fullres", cls=too_many).initialize()
+
+
+def captured_log(trainer, monkeypatch) -> list:
+    lines = []
+    monkeypatch.setattr(trainer, "print_to_log_file", lambda *args, **kwargs: lines.append(" ".join(map(str, args))))
+    return lines
+
+
+def test_default_embedding_metrics_come_from_the_dense_embeddings_and_warn_on_collapse(env, monkeypatch):
+    # without a global head, embedding std, alignment and uniformity were NaN and the collapse warning never fired
+    torch.manual_seed(0)
+    trainer = make_trainer(env, monkeypatch, "3d_fullres")  # the default: dense terms only
+    trainer.on_train_start()
+    trainer.on_validation_epoch_start()
+    with torch.no_grad():
+        outputs = [trainer.validation_step(next(trainer.dataloader_val)) for _ in range(2)]
+    trainer.on_validation_epoch_end(outputs)
+    keys = ("val_dense_retrieval_top1", "val_embedding_std", "val_alignment", "val_uniformity")
+    assert all(math.isfinite(trainer.logger.get_value(k, step=-1)) for k in keys)
+    assert math.isnan(trainer.logger.get_value("val_retrieval_top1", step=-1))  # no global embeddings
+    lines = captured_log(trainer, monkeypatch)
+    trainer.log_validation_metrics()
+    assert "dense embeddings: embedding std" in lines[0] and not any("WARNING" in line for line in lines)
+    collapsed = [{**o, "dense": torch.ones_like(o["dense"]) / o["dense"].shape[-1] ** 0.5} for o in outputs]
+    trainer.on_validation_epoch_end(collapsed)
+    trainer.log_validation_metrics()
+    assert trainer.logger.get_value("val_embedding_std", step=-1) < trainer.cmcl_config.collapse_std_threshold
+    assert "WARNING: dense embedding std is near 0" in lines[-1]
+
+
+def test_grad_scaler_skips_are_counted_logged_and_recorded_and_the_optimizer_state_is_on_the_cpu(
+        env, monkeypatch, tmp_path):
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    torch.manual_seed(0)
+    trainer = make_trainer(env, monkeypatch, "3d_fullres")
+    trainer.on_train_start()
+    trainer.grad_scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 16)  # nnU-Net makes one on CUDA only
+    trainer.on_train_epoch_start()
+    batch = next(trainer.dataloader_train)
+    # fp16 overflow as the scaler sees it: a finite loss, an inf gradient
+    hook = next(trainer.cmcl_model.encoder.parameters()).register_hook(lambda g: torch.full_like(g, float("inf")))
+    counter = count_train_step(trainer, batch)
+    hook.remove()
+    # the finite check and the scaler's own inf check; counting the skip reads nothing on the host
+    assert dict(counter.syncs) == {"aten._local_scalar_dense.default": 2}
+    losses = trainer.train_step(batch)
+    lines = captured_log(trainer, monkeypatch)
+    trainer.on_train_epoch_end([losses, losses])
+    assert "grad scaler: 1 of 2 steps skipped for inf/NaN gradients (1 in all), scale 32768" in lines
+    assert trainer.skipped_steps_total == 0  # the loss was finite: not a non-finite step
+
+    path = str(tmp_path / "checkpoint.pth")
+    trainer.save_checkpoint(path)
+    assert cmcl_record(load_checkpoint_safely(path))["scaler_skipped_steps"] == 1
+    resumed = make_trainer(env, monkeypatch, "3d_fullres")
+    resumed.load_checkpoint(path)
+    assert resumed.scaler_skips.total == 1
+
+    # an optimizer state on CUDA (fake tensors: no GPU needed) is saved on the CPU, so that stock
+    # -pretrained_weights (torch.load without map_location) reads the file on a machine without a GPU
+    with FakeTensorMode():
+        cuda_state = {"state": {0: {"step": torch.tensor(1.0), "exp_avg": torch.zeros(3, device="cuda")}},
+                      "param_groups": trainer.optimizer.state_dict()["param_groups"]}
+    monkeypatch.setattr(trainer.optimizer, "state_dict", lambda: cuda_state)
+    saved = {}
+    monkeypatch.setattr(trainer_module, "save_atomically", lambda checkpoint, filename: saved.update(checkpoint))
+    trainer.save_checkpoint(path)
+    assert all(v.device.type == "cpu" for v in saved["optimizer_state"]["state"][0].values())
+
+
+def test_cascade_configuration_is_refused_before_the_network(env, monkeypatch):
+    # 3d_cascade_fullres appends 3d_lowres's one-hot segmentation to the input: channels of no modality
+    cascade = {"3d_lowres": {"inherits_from": "3d_fullres", "next_stage": "3d_cascade_fullres"},
+               "3d_cascade_fullres": {"inherits_from": "3d_fullres", "previous_stage": "3d_lowres"}}
+    with pytest.raises(CMCLInputError, match="3d_cascade_fullres is a cascade stage.*use 3d_fullres or 2d"):
+        make_trainer(env, monkeypatch, "3d_cascade_fullres", configurations=cascade)

@@ -77,3 +77,49 @@ def test_two_ranks_equal_one_process(tmp_path):
     for r in results:
         for key, value in single_queue.state_dict().items():
             assert torch.allclose(r[4][key].float(), value.float()), key
+
+
+def validation_outputs():
+    """Three validation steps of the whole batch (both ranks' samples): dense (S, V, 2B, M, D), inside, cases."""
+    g = torch.Generator().manual_seed(3)
+    dense = F.normalize(torch.randn(3, V, WORLD * B, M, D, generator=g), dim=-1)
+    inside = torch.rand(3, WORLD * B, M, generator=g) < 0.7
+    cases = torch.randint(10, 13, (3, WORLD * B), generator=g)  # cases shared across ranks too
+    return dense, inside, cases
+
+
+def metrics_worker(rank, port, out_dir):
+    from nnunet_cmcl.pretraining.metrics import dense_validation_metrics, global_validation_metrics
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    try:
+        dense, inside, cases = validation_outputs()
+        part = slice(rank * B, (rank + 1) * B)
+        result = (dense_validation_metrics(dense[:, :, part], inside[:, part], cases[:, part]),
+                  global_validation_metrics(dense[:, :, part, 0].transpose(0, 1).flatten(1, 2),
+                                            cases[:, part].flatten()))
+        torch.save(result, os.path.join(out_dir, f"metrics{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_validation_metrics_of_two_ranks_equal_one_process(tmp_path):
+    # the dense retrieval (and so checkpoint_best.pth) must not depend on the GPU count: each step's retrieval runs
+    # over both ranks' samples, as one process sees them
+    from nnunet_cmcl.pretraining.metrics import dense_validation_metrics, global_validation_metrics
+
+    dense, inside, cases = validation_outputs()
+    single = dense_validation_metrics(dense, inside, cases)
+    # the global metrics gather every rank's samples of the epoch (in another order: the metrics do not depend on it)
+    single_global = global_validation_metrics(dense[:, :, :, 0].transpose(0, 1).flatten(1, 2), cases.flatten())
+    mp.start_processes(metrics_worker, args=(free_port(), str(tmp_path)), nprocs=WORLD, join=True,
+                       start_method="spawn")
+    for rank in range(WORLD):
+        ranked_dense, ranked_global = torch.load(tmp_path / f"metrics{rank}.pt", weights_only=False)
+        assert ranked_dense == pytest.approx(single, rel=1e-5), rank
+        assert ranked_global == pytest.approx(single_global, rel=1e-5), rank
+    # per rank alone, the retrieval would have had half the candidates
+    halves = [dense_validation_metrics(dense[:, :, p], inside[:, p], cases[:, p])["retrieval_top1"]
+              for p in (slice(0, B), slice(B, 2 * B))]
+    assert sum(halves) / WORLD != pytest.approx(single["retrieval_top1"])
