@@ -10,6 +10,23 @@ view, so positives could be matched by position. Dense locations are drawn insid
 allows (``dense_inside_image``): nnU-Net pads with 0 in every channel, so the padded region has the same
 silhouette in every modality and would identify a location too.
 
+How flips are aligned. nnU-Net's encoders downsample with stride-2, 3-tap, padding-1 convolutions (stage 0 has
+stride 1), so output voxel j of a stage of total stride s is centred on input voxel s*j of its view, the first
+voxel of its cell, not the cell's centre s*j + (s-1)/2. Reading a crop backwards from its last voxel would put
+a flipped view's voxel s - 1 input voxels away from its unflipped partner on every flipped axis (31 at a stride-32
+bottleneck). A flipped axis instead reads ``crop[i] = patch[base - i]`` from ``base = off + S*(Q - 1)`` (off: the
+corner ``offsets * S`` of the unflipped view of the same offset, S the bottleneck's total stride, Q the view's
+bottleneck size): bottleneck voxel j_f is then centred on patch voxel ``off + S*(Q - 1 - j_f)``, and at a stage
+r times finer (s = S/r, Q_s = r*Q voxels) voxel j_f on ``off + s*(Q_s - r - j_f)``: one window aligns every stage,
+each with its own mirrored index ``Q_s - r - j``. The window lies S - 1 input voxels lower in the patch than the
+unflipped one, so a flipped axis takes its offset from 1..shift_steps (0..shift_steps unflipped, where S = 1
+on the axis), and an axis that has no shift (shift_steps = 0) is never flipped. Of the bottleneck voxel that a
+flipped view holds at its index 0 (the view's highest in the patch) only the first of the r stage voxels lies in
+that view, so a location there takes that one on that axis. For PlainConvEncoder the partners' receptive fields
+then coincide exactly;
+ResidualEncoder's skip path (AvgPool(2, 2) then a 1x1 conv) is centred on 2j + 0.5 and no integer shift mirrors
+it: see ``StageGrid``.
+
 With ``view_strategy='augment'`` (one-modality data) no channel is removed: the views differ by random
 intensity changes instead. Any strategy can add disruptions (low resolution, noise, masked cubes).
 """
@@ -29,8 +46,10 @@ from nnunet_cmcl.pretraining.disruptions import gaussian_noise, low_resolution, 
 
 class ViewGeometry(NamedTuple):
     """Where each view lies in the patch: what maps a bottleneck location of the patch to each view's."""
-    offsets: torch.Tensor  # (V, B, d) long: the view's corner in bottleneck voxels of the patch
-    flips: torch.Tensor  # (V, B, d) bool: the view is mirrored along the axis
+    # (V, B, d) long: the view's corner in bottleneck voxels of the patch: its bottleneck voxel j lies on the patch's
+    # offsets + j, or offsets + Q - 1 - j where flipped (the flipped crop itself starts S - 1 input voxels lower)
+    offsets: torch.Tensor
+    flips: torch.Tensor  # (V, B, d) bool: the view is mirrored along the axis (never where shift_steps is 0)
     inside: torch.Tensor  # (B, N) bool: the patch's bottleneck voxels that lie mostly inside the image
 
 
@@ -98,6 +117,11 @@ class ViewSampler(nn.Module):
         self.register_buffer("channel_to_group", channel_to_group, persistent=False)
         self.register_buffer("shift_steps_t", torch.tensor(self.shift_steps), persistent=False)
         self.register_buffer("strides_t", torch.tensor(self.strides), persistent=False)
+        # the smallest offset of a flipped axis: its crop starts S - 1 input voxels below offset * S (module
+        # docstring); an axis that cannot shift there is never flipped
+        flip_min = torch.tensor([int(s > 1) for s in self.strides])
+        self.register_buffer("flip_min_t", flip_min, persistent=False)
+        self.register_buffer("can_flip_t", self.shift_steps_t >= flip_min, persistent=False)
         self.register_buffer("view_size_t", torch.tensor(self.view_bottleneck), persistent=False)
         self.register_buffer("flat_stride_t", torch.tensor([math.prod(self.view_bottleneck[i + 1:]) for i in range(d)]),
                              persistent=False)
@@ -136,19 +160,20 @@ class ViewSampler(nn.Module):
         b, c = data.shape[:2]
         v, dev = self.num_views, data.device
         d = len(self.crop_size)
-        offsets = (torch.rand(v, b, d, device=dev) * (self.shift_steps_t + 1)).long()  # uniform in 0..steps
-        flips = torch.rand(v, b, d, device=dev) < (0.5 if self.config.flip_views else 0.0)
+        flips = (torch.rand(v, b, d, device=dev) < (0.5 if self.config.flip_views else 0.0)) & self.can_flip_t
+        low = flips.long() * self.flip_min_t  # offsets uniform in 0..steps, a flipped axis' in 1..steps
+        offsets = low + (torch.rand(v, b, d, device=dev) * (self.shift_steps_t + 1 - low)).long()
         # one gather with broadcast index tensors copies every view at once (no per-view Python loop); a flipped
-        # axis reads its crop backwards
+        # axis reads its crop backwards from off + S*(Q - 1), so that its voxel centres fall on the unflipped grid
         voxel_offsets = (offsets * self.strides_t).reshape(v * b, d)
         flat_flips = flips.reshape(v * b, d)
         index = [torch.arange(b, device=dev).repeat(v).view(-1, *[1] * (d + 1)),
                  torch.arange(c, device=dev).view(1, c, *[1] * d)]
-        for axis, q in enumerate(self.crop_size):
+        for axis, (q, s) in enumerate(zip(self.crop_size, self.strides)):
             shape = [v * b, 1] + [1] * d
             shape[2 + axis] = q
             steps = torch.arange(q, device=dev)
-            steps = torch.where(flat_flips[:, axis, None], q - 1 - steps, steps)  # (V*B, q)
+            steps = torch.where(flat_flips[:, axis, None], q - s - steps, steps)  # (V*B, q)
             index.append((voxel_offsets[:, axis].view(-1, 1) + steps).view(shape))
         return data[tuple(index)], ViewGeometry(offsets, flips, self.inside_image(data))
 
@@ -209,6 +234,7 @@ class ViewSampler(nn.Module):
         chosen = scores.topk(self.num_locations, dim=1).indices  # (B, M), shared by construction of M
         positions = grid[chosen]  # (B, M, d)
         local = positions[None] - offsets[:, :, None]  # (V, B, M, d)
+        # crop's window: flipped bottleneck voxel j is centred on the patch's offsets + Q - 1 - j (module docstring)
         local = torch.where(flips[:, :, None], self.view_size_t - 1 - local, local)
         return positions, (local * self.flat_stride_t).sum(dim=-1), inside.gather(1, chosen)
 
@@ -218,8 +244,21 @@ class StageGrid(nn.Module):
     finer per axis (``dense_stages``).
 
     Views are shifted by whole bottleneck voxels, so every stage of every view stays aligned. Each location takes
-    one of the ratio^d stage voxels inside its bottleneck voxel at random, the same one in every view; a flipped
-    view has it mirrored like the bottleneck voxel.
+    one of the ratio^d stage voxels inside its bottleneck voxel at random (stage voxels p*r .. p*r + r - 1 of
+    bottleneck voxel p), the same one in every view. A flipped view has stage voxel j of its unflipped partner at
+    Q_s - r - j (module docstring): its stage grid is the unflipped one moved by r - 1 stage voxels, so of the
+    bottleneck voxel at a flipped view's index 0 (the view's highest in the patch) only the first stage voxel
+    lies in that view; on such an axis the location takes that one.
+
+    With PlainConvEncoder the partners' receptive fields then coincide at every stage. ResidualEncoder (BasicBlockD)
+    adds to each downsampling block's strided 3x3 path a skip path, AvgPool(2, 2) then a 1x1 conv, centred on
+    2j + 0.5 of the block's input, which a mirror moves to 2j - 0.5: its main path aligns exactly, the sum not.
+    A mirror moves a receptive-field centre s*j + delta to s*j - delta, so partners lie 2*delta apart per flipped
+    axis. Measured (centre of mass of |d features / d input| of the middle voxel of an input of 4 bottleneck
+    voxels per axis, mirror-symmetric kernels, 5 stages, stride 16): |delta| < 2.5 input voxels at the bottleneck
+    and the 2 stages above it, within the spread that the exactly aligned PlainConvEncoder shows in the same
+    measure, so the residual is at most about 5 input voxels, against 15 with the view read backwards from its
+    last voxel (test_residual_encoder_centres_are_off_by_at_most_a_few_voxels).
     """
 
     def __init__(self, view_bottleneck: Sequence[int], ratio: Sequence[int]):
@@ -227,6 +266,7 @@ class StageGrid(nn.Module):
         view_size = [q * r for q, r in zip(view_bottleneck, ratio)]
         d = len(view_size)
         self.register_buffer("ratio_t", torch.tensor(list(ratio)), persistent=False)
+        self.register_buffer("view_bottleneck_t", torch.tensor(list(view_bottleneck)), persistent=False)
         self.register_buffer("view_size_t", torch.tensor(view_size), persistent=False)
         self.register_buffer("flat_stride_t", torch.tensor([math.prod(view_size[i + 1:]) for i in range(d)]),
                              persistent=False)
@@ -236,9 +276,12 @@ class StageGrid(nn.Module):
         in bottleneck voxels (so the exclusion radius keeps its meaning), and flat indices (V, B, M) into each view's
         grid at this stage."""
         offsets, flips, _ = geometry
-        within = (torch.rand(positions.shape, device=positions.device) * self.ratio_t).long()
+        # the bottleneck voxel at a flipped view's index 0 holds only its first stage voxel in that view
+        edge = (flips[:, :, None] & (positions[None] == offsets[:, :, None] + self.view_bottleneck_t - 1)).any(dim=0)
+        choices = torch.where(edge, torch.ones_like(self.ratio_t), self.ratio_t)  # (B, M, d)
+        within = (torch.rand(positions.shape, device=positions.device) * choices).long()
         fine = positions * self.ratio_t + within  # (B, M, d): the stage voxel in the patch
         local = fine[None] - (offsets * self.ratio_t)[:, :, None]  # (V, B, M, d)
-        local = torch.where(flips[:, :, None], self.view_size_t - 1 - local, local)
+        local = torch.where(flips[:, :, None], self.view_size_t - self.ratio_t - local, local)
         # a bottleneck voxel p covers stage voxels p*r .. p*r + r - 1, whose centre maps back to p
         return (fine.float() + 0.5) / self.ratio_t - 0.5, (local * self.flat_stride_t).sum(dim=-1)
