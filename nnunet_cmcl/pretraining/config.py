@@ -57,8 +57,8 @@ class CMCLConfig:
     weight_reconstruction: float = 0.0
     # Shortcuts closed (on by default; configs stored before these fields existed read back with them off, see
     # LEGACY_DEFAULTS): views mirrored along random axes, the correspondence mapped, so a location's partner is not
-    # at the same place in its view; dense locations drawn inside the image, not in the padding whose silhouette
-    # is the same in every modality
+    # at the same place in its view; dense locations drawn inside the image first and those outside left out of
+    # the loss (off: every sampled location counts), not the padding whose silhouette is the same in every modality
     flip_views: bool = True
     dense_inside_image: bool = True
     # strength s of the full view's own disruptions: gamma, contrast and brightness changes of strength s per
@@ -75,6 +75,10 @@ class CMCLConfig:
     # learn only through the bottleneck's loss. 2 by default, chosen by the CPU study (docs/method.md): ahead of
     # bottleneck-only CMCL in every label regime, for 0.06 of a vanilla step more
     dense_stages: int = 2
+    # locations drawn per sample on each dense stage above the bottleneck, from that stage's own overlap of the
+    # views (capped by it): 64 gives every standard plan at least one stage with 64 locations of its own (3d_fullres
+    # 128^3: the stride-8 stage's overlap holds at least 512). Each term's logits grow as (V*B*M)^2, so a fixed number
+    stage_locations: int = 64
 
     def __post_init__(self) -> None:
         if self.view_strategy not in VIEW_STRATEGIES:
@@ -89,8 +93,10 @@ class CMCLConfig:
                              "weight_reconstruction > 0: reconstruction-only pretraining)")
         if self.learning_rate <= 0 or self.weight_decay < 0:
             raise ValueError("learning_rate must be > 0 and weight_decay >= 0")
-        if self.max_shift_steps < 0 or self.dense_locations < 1 or self.head_hidden < 1 or self.head_out < 1:
-            raise ValueError("max_shift_steps must be >= 0; dense_locations, head_hidden, head_out >= 1")
+        if self.max_shift_steps < 0 or min(self.dense_locations, self.stage_locations, self.head_hidden,
+                                           self.head_out) < 1:
+            raise ValueError("max_shift_steps must be >= 0; dense_locations, stage_locations, head_hidden, "
+                             "head_out >= 1")
         self._check_views_and_disruptions()
 
     def _check_views_and_disruptions(self) -> None:

@@ -11,7 +11,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from nnunet_cmcl.dist import gather_samples
+from nnunet_cmcl.dist import all_gather_cat, gather_samples
 from nnunet_cmcl.pretraining.config import CMCLConfig
 
 # finite stand-in for -inf: a row without negatives must give a zero loss, not NaN gradients
@@ -27,7 +27,8 @@ def near_pairs(positions: torch.Tensor, radius: float) -> torch.Tensor:
 def multi_positive_info_nce(anchors: torch.Tensor, candidates: torch.Tensor, anchor_index: torch.Tensor,
                             temperature: float, near: torch.Tensor | None = None,
                             case_ids: torch.Tensor | None = None,
-                            extra_negatives: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+                            extra_negatives: tuple[torch.Tensor, torch.Tensor] | None = None,
+                            valid: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """Symmetric multi-positive InfoNCE over views.
 
     anchors (V, B, M, D): V views of B samples at M locations (M = 1 for global embeddings).
@@ -38,21 +39,25 @@ def multi_positive_info_nce(anchors: torch.Tensor, candidates: torch.Tensor, anc
     are no negatives either; None treats every sample as its own case.
     extra_negatives (keys (Q, D), usable (B, Q) bool) or None: more negatives for every anchor of sample b, the
     usable keys (a queue of earlier steps' keys, masked where they come from the anchor's case).
+    valid (anchors' (B, M) bool, candidates' (N, M) bool) or None: the locations that take part (inside the image);
+    an invalid location is no anchor, positive or negative. None: all take part.
 
     For anchor (v, b, m) and each positive (w, b, m), w != v:
         l = -s_p / t + log(exp(s_p / t) + sum_{n in negatives} exp(s_n / t))
     negatives = every view and location of the other samples, plus, when ``near`` is given, the
     locations m' != m of the same sample with not near[b, m, m'] in every view. Returns the mean of l
-    over all anchors and positives (for V = 2 and M = 1: SimCLR's NT-Xent).
+    over all valid anchors and their positives (for V = 2 and M = 1: SimCLR's NT-Xent); 0, with a gradient path,
+    when no anchor is valid.
     """
     with torch.autocast(anchors.device.type, enabled=False):  # float32 also inside an autocast region
         return _info_nce(anchors.float(), candidates.float(), anchor_index, temperature, near, case_ids,
-                         extra_negatives)
+                         extra_negatives, valid)
 
 
 def _info_nce(a: torch.Tensor, c: torch.Tensor, anchor_index: torch.Tensor, temperature: float,
               near: torch.Tensor | None, case_ids: torch.Tensor | None,
-              extra_negatives: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+              extra_negatives: tuple[torch.Tensor, torch.Tensor] | None,
+              valid: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     v, b, m, d = a.shape
     n = c.shape[1]
     if case_ids is None:
@@ -64,6 +69,8 @@ def _info_nce(a: torch.Tensor, c: torch.Tensor, anchor_index: torch.Tensor, temp
     if near is not None:
         eye = torch.eye(m, dtype=torch.bool, device=a.device)
         negative = negative | (same & ~(near | eye)[None, :, :, None, None, :])
+    if valid is not None:
+        negative = negative & valid[1][None, None, None, None]  # (N, M): an outside candidate is no negative
     lse_negative = logits.masked_fill(~negative, MASKED).flatten(3).logsumexp(dim=3)  # (V, B, M)
     if extra_negatives is not None:
         keys, usable = extra_negatives
@@ -74,7 +81,12 @@ def _info_nce(a: torch.Tensor, c: torch.Tensor, anchor_index: torch.Tensor, temp
     terms = torch.logaddexp(pos_logits, lse_negative[:, None]) - pos_logits
     # mean over w != v by weighting, not boolean indexing: a mask index makes the host wait for the device
     off_diagonal = 1.0 - torch.eye(v, device=a.device)
-    return (terms * off_diagonal[:, :, None, None]).sum() / (v * (v - 1) * b * m)
+    weights = off_diagonal[:, :, None, None].expand(v, v, b, m)
+    if valid is None:
+        return (terms * weights).sum() / (v * (v - 1) * b * m)
+    # weights, not indexing, and a count clamped to 1: fixed shapes, and 0 (not NaN) without any valid anchor
+    weights = weights * valid[0].to(terms.dtype)
+    return (terms * weights).sum() / weights.sum().clamp(min=1.0)
 
 
 class CMCLLoss(nn.Module):
@@ -84,7 +96,9 @@ class CMCLLoss(nn.Module):
     in the finest of them (None: isotropic).
 
     forward(out, case_ids, queue): ``out`` holds 'global' (V, B, D) and/or 'dense' (V, B, M, D) with 'positions'
-    (B, M, d), and any 'dense_stage{k}' with 'positions_stage{k}' (``dense_stages``); case_ids (B,) is an integer
+    (B, M, d), and any 'dense_stage{k}' with 'positions_stage{k}' (``dense_stages``), each dense term with its
+    'inside' / 'inside_stage{k}' (B, M) bool: with ``dense_inside_image`` the locations outside the image are no
+    anchors, positives or negatives (absent: all count); case_ids (B,) is an integer
     per sample naming its case, equal on every rank for the same case (other patches of one case are no
     negatives); queue (keys (Q, D), case ids (Q,), filled (Q,)) or None: more negatives for the global term
     (``KeyQueue.negatives()``), those of the anchor's case masked. Returns 'loss' and
@@ -97,6 +111,7 @@ class CMCLLoss(nn.Module):
         self.temperature = config.temperature
         self.weights = {"loss_global": config.weight_global, "loss_dense": config.weight_dense}
         self.exclusion_radius = config.dense_exclusion_radius
+        self.mask_outside = config.dense_inside_image
         # distances in units of the finest axis' bottleneck voxel, so the radius means the same physical distance
         # along every axis of anisotropic data (a 3 x 1 x 1 mm scan's bottleneck voxels are 3x longer along z)
         spacing = torch.tensor(bottleneck_spacing if bottleneck_spacing is not None else [1.0], dtype=torch.float)
@@ -122,8 +137,12 @@ class CMCLLoss(nn.Module):
             positions = out[key.replace("dense", "positions")]
             candidates, index = gather_samples(out[key])
             near = near_pairs(positions * self.position_scale, self.exclusion_radius)
+            inside = out.get(key.replace("dense", "inside")) if self.mask_outside else None
+            valid = None
+            if inside is not None:  # gloo gathers no bool tensors
+                valid = (inside, all_gather_cat(inside.to(torch.uint8), dim=0).bool())
             terms[f"loss_{key}"] = multi_positive_info_nce(out[key], candidates, index, self.temperature, near,
-                                                           case_ids)
+                                                           case_ids, valid=valid)
         # every dense term (the bottleneck's and each stage's above it) has weight_dense
         terms["loss"] = sum(self.weights.get(k, self.weights["loss_dense"]) * v for k, v in terms.items())
         return terms

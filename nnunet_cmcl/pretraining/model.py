@@ -11,7 +11,7 @@ from torch import nn
 from nnunet_cmcl.errors import CMCLInputError
 from nnunet_cmcl.pretraining.config import CMCLConfig
 from nnunet_cmcl.pretraining.heads import DenseHead, GlobalHead
-from nnunet_cmcl.pretraining.views import StageGrid, ViewGeometry, ViewSampler, total_strides
+from nnunet_cmcl.pretraining.views import ViewGeometry, ViewSampler, total_strides
 
 
 def stage_key(k: int) -> str:
@@ -39,20 +39,21 @@ class CMCLModel(nn.Module):
         if config.dense_stages >= len(channels):
             raise CMCLInputError(f"dense_stages={config.dense_stages} needs as many encoder stages above the "
                                  f"bottleneck; this encoder has {len(channels) - 1}: lower dense_stages")
-        # the grids of the stages above the bottleneck: stage -1-k is finer by the product of the last k strides
+        # the location samplers of the stages above the bottleneck, each drawing its own stage_locations: stage
+        # -1-k is finer by the product of the last k strides
         self.stage_grids = nn.ModuleList()
         for k in range(1, config.dense_stages + 1):
-            self.stage_grids.append(StageGrid(sampler.view_bottleneck, total_strides(encoder.strides[-k:])))
+            self.stage_grids.append(sampler.stage_grid(total_strides(encoder.strides[-k:]), config.stage_locations))
             self.heads[stage_key(k)] = DenseHead(channels[-1 - k], config.head_hidden, config.head_out)
 
-    def forward(self, data: torch.Tensor) -> dict[str, torch.Tensor]:
-        """data (B, C, *P) -> 'global' (V, B, D), 'dense' (V, B, M, D), 'positions' (B, M, d), 'inside' (B, M); with
-        a decoder also
-        'reconstruction' and its target 'crops', both (V*B, C, *Q).
+    def forward(self, data: torch.Tensor, inside: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """data (B, C, *P), inside (B, 1, *P) bool (``outside.inside_image``; None: every voxel is image) -> 'global'
+        (V, B, D), 'dense' (V, B, M, D), 'positions' (B, M, d), 'inside' (B, M) and the stages' (``project``); with a
+        decoder also 'reconstruction' and its target 'crops', both (V*B, C, *Q).
 
         All V*B views go through the encoder in one pass, which serves both the heads and the decoder.
         """
-        crops, geometry = self.sampler.crop(data)
+        crops, geometry = self.sampler.crop(data, inside)
         views = self.sampler.make_views(crops)
         skips = self.encoder(views)
         out = self.project(skips, geometry)
@@ -67,7 +68,8 @@ class CMCLModel(nn.Module):
     def project(self, skips: list[torch.Tensor], geometry: ViewGeometry) -> dict[str, torch.Tensor]:
         """The encoder's stage outputs (V*B, F, *Q_stage) of the views, the bottleneck last, and their geometry ->
         'global', 'dense', 'positions', 'inside' (B, M) bool: which dense locations lie inside the image; with
-        ``dense_stages`` also 'dense_stage{k}' (V, B, M, D) and 'positions_stage{k}' (B, M, d)."""
+        ``dense_stages`` also 'dense_stage{k}' (V, B, M_k, D), 'positions_stage{k}' (B, M_k, d) in bottleneck voxels
+        and 'inside_stage{k}' (B, M_k) bool, M_k the stage's own number of locations."""
         bottleneck = skips[-1]
         v, b = geometry.offsets.shape[:2]
         out = {}
@@ -80,8 +82,9 @@ class CMCLModel(nn.Module):
             out["positions"] = positions
             out["inside"] = inside
             for k, grid in enumerate(self.stage_grids, start=1):
-                stage_positions, stage_index = grid(positions, geometry)
+                stage_positions, stage_index, stage_inside = grid(geometry)
                 dense = self.heads[stage_key(k)](skips[-1 - k], stage_index.reshape(v * b, -1))
                 out[stage_key(k)] = dense.view(v, b, *dense.shape[1:])
                 out[f"positions_stage{k}"] = stage_positions
+                out[f"inside_stage{k}"] = stage_inside
         return out

@@ -6,6 +6,7 @@ from typing import List
 
 import torch
 
+from nnunet_cmcl.dist import mean_over_ranks
 from nnunet_cmcl.pretraining.metrics import dense_validation_metrics, global_validation_metrics
 
 METRICS = ("retrieval_top1", "dense_retrieval_top1", "embedding_std", "alignment", "uniformity")  # logged as val_*
@@ -57,13 +58,18 @@ class CMCLMonitoring:
         if "dense" in out:  # the metrics come at the epoch's end, over every rank's batch of each step
             result["dense"] = out["dense"].detach().float()  # (V, B, M, D), the bottleneck's
             result["inside"] = out["inside"]  # (B, M)
+            # (T,) the share of each dense term's sampled locations inside the image, the bottleneck's first
+            result["inside_share"] = torch.stack([out[k].float().mean() for k in out if k.startswith("inside")])
         return result
 
     def on_validation_epoch_end(self, val_outputs: List[dict]):
         epoch = self.current_epoch
         self.logger.log("val_losses", self._epoch_mean(val_outputs, "loss"), epoch)
         metrics = dict.fromkeys(METRICS, float("nan"))
+        self.inside_share = []  # printed by log_validation_metrics; not in nnU-Net's logger, which --c checks
         if "dense" in val_outputs[0]:
+            share = torch.stack([o["inside_share"] for o in val_outputs]).mean(dim=0)
+            self.inside_share = mean_over_ranks(share).tolist()
             dense = dense_validation_metrics(torch.stack([o["dense"] for o in val_outputs]),
                                              torch.stack([o["inside"] for o in val_outputs]),
                                              torch.stack([o["cases"] for o in val_outputs]))
@@ -83,6 +89,9 @@ class CMCLMonitoring:
             f"retrieval top-1 {self._get('val_retrieval_top1'):.3f} dense {self._get('val_dense_retrieval_top1'):.3f}; "
             f"{source} embeddings: embedding std {self._get('val_embedding_std'):.3f} alignment "
             f"{self._get('val_alignment'):.3f} uniformity {self._get('val_uniformity'):.3f}")
+        if getattr(self, "inside_share", None):
+            self.print_to_log_file("dense locations inside the image (bottleneck, then the stages above it): "
+                                   + ", ".join(f"{share:.3f}" for share in self.inside_share))
         if self._get("val_embedding_std") < self.cmcl_config.collapse_std_threshold:
             self.print_to_log_file(f"WARNING: {source} embedding std is near 0, the representation is collapsing; "
                                    f"try a higher temperature or a lower learning rate")

@@ -31,6 +31,7 @@ from nnunet_cmcl.pretraining.config import CMCLConfig
 from nnunet_cmcl.pretraining.losses import CMCLLoss
 from nnunet_cmcl.pretraining.model import CMCLModel, stage_key
 from nnunet_cmcl.pretraining.monitoring import CMCLMonitoring, ScalerSkipCounter
+from nnunet_cmcl.pretraining.outside import inside_image, keep_outside_marker
 from nnunet_cmcl.pretraining.progress import plot_progress
 from nnunet_cmcl.pretraining.queue import KeyQueue, MomentumEncoder
 from nnunet_cmcl.pretraining.views import ViewSampler, check_modalities, modality_groups, total_strides
@@ -120,11 +121,15 @@ class nnUNetTrainerCMCL(CMCLMonitoring, SeededTraining, nnUNetTrainer):
                                                     c.key_momentum).to(self.device)
             self.key_queue = KeyQueue(c.queue_size, c.head_out).to(self.device)
         s = self.cmcl_model.sampler
+        grids = [("bottleneck", s.bottleneck_locations)] if "dense" in self.cmcl_model.heads else []
+        grids += [(f"stage {k} above it", g) for k, g in enumerate(self.cmcl_model.stage_grids, start=1)]
+        dense = "; ".join(f"{name} {g.num_locations} (overlap offers {g.available})" for name, g in grids)
         self.print_to_log_file(
             f"CMCL config: {json.dumps(self.cmcl_config.to_dict())}\n"
             f"CMCL views: {s.num_views} per sample from modalities {self.modality_groups}, crop "
             f"{s.crop_size} of patch {list(self.configuration_manager.patch_size)} (shifts up to {s.shift_steps} "
-            f"bottleneck voxels), {s.num_locations} dense locations on a {s.view_bottleneck} bottleneck",
+            f"bottleneck voxels) on a {s.view_bottleneck} bottleneck\n"
+            f"CMCL dense locations per sample (the views' overlap offers at least): {dense or 'none'}",
             also_print_to_console=True, add_timestamp=False)
         self.logger.update_config({"cmcl": self.cmcl_config.to_dict()})
 
@@ -149,16 +154,29 @@ class nnUNetTrainerCMCL(CMCLMonitoring, SeededTraining, nnUNetTrainer):
         strides = self.cmcl_model.sampler.strides
         return [float(s) * t for s, t in zip(self.configuration_manager.spacing[-len(strides):], strides)]
 
+    @classmethod
+    def get_training_transforms(cls, *args, **kwargs):
+        # nnU-Net's augmentation as it is, but the -1 that marks the outside of the image stays: the dense terms
+        # find the image by it (inside_image), and nnU-Net's last transform would turn it into background 0
+        return keep_outside_marker(super().get_training_transforms(*args, **kwargs))
+
+    @classmethod
+    def get_validation_transforms(cls, *args, **kwargs):
+        return keep_outside_marker(super().get_validation_transforms(*args, **kwargs))
+
     def set_deep_supervision_enabled(self, enabled: bool):
         self.plain_network.decoder.deep_supervision = enabled
 
     # ---- training --------------------------------------------------------------------------------
     def _forward_loss(self, batch: dict) -> tuple[dict, dict]:
-        """(CMCLModel output, loss terms) of one batch; labels are not read."""
+        """(CMCLModel output, loss terms) of one batch; labels are not read, only the segmentation's -1 marker of
+        the outside of the image (``inside_image``)."""
         data = batch["data"].to(self.device, non_blocking=True)
+        target = batch["target"][0] if isinstance(batch["target"], list) else batch["target"]
+        inside = inside_image(target.to(self.device, non_blocking=True))
         cases = case_ids(batch["keys"], self.device)
         with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
-            out = self.network(data)
+            out = self.network(data, inside)
         out["cases"] = cases
         return out, self.loss(out, cases, self.key_queue.negatives() if self.key_queue is not None else None)
 
@@ -171,10 +189,12 @@ class nnUNetTrainerCMCL(CMCLMonitoring, SeededTraining, nnUNetTrainer):
         2. Views (views.py ``ViewSampler``, called in model.py ``CMCLModel.forward``): each view's stride-aligned,
            randomly shifted and mirrored sub-crop, intensity changes and disruptions (disruptions.py), channel masks.
         3. Encoder: nnU-Net's ``network.encoder``, one pass over all V*B views.
-        4. Heads (heads.py, ``CMCLModel.project``): ``GlobalHead`` if weight_global > 0; M locations drawn in the
-           views' overlap inside the image for each ``DenseHead`` (bottleneck, and ``StageGrid`` per dense stage);
+        4. Heads (heads.py, ``CMCLModel.project``): ``GlobalHead`` if weight_global > 0; for each ``DenseHead``
+           (bottleneck, and each dense stage) its ``StageGrid`` draws its own locations in that stage's overlap of
+           the views, inside the image first (the segmentation's -1 marker, ``inside_image``);
            with a decoder (dae.py) the skips also go through nnU-Net's decoder.
-        5. Loss (losses.py ``CMCLLoss``, float32): samples gathered over ranks (dist.py), InfoNCE per term, the key
+        5. Loss (losses.py ``CMCLLoss``, float32): samples gathered over ranks (dist.py), InfoNCE per term (dense
+           locations outside the image masked out as anchors, positives and negatives), the key
            queue's negatives (queue.py) for the global term; dae.py adds the reconstruction MSE.
         6. Backward (through nnU-Net's grad scaler if any), unscale, gradient norm clipped at 12.
         7. Skip decision: a non-finite loss (or gradient, without a scaler), agreed by every rank

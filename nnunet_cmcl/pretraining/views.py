@@ -6,9 +6,11 @@ network has the fine-tuning network's shapes. Each view is shifted by a random m
 encoder's total stride, so bottleneck voxels of different views still line up, and (``flip_views``) mirrored
 along random axes, with the correspondence of bottleneck voxels mapped. A CNN with zero padding knows where in
 its input a voxel lies; with shifts alone the partner of a location sits at (nearly) the same place in every
-view, so positives could be matched by position. Dense locations are drawn inside the image where the patch
-allows (``dense_inside_image``): nnU-Net pads with 0 in every channel, so the padded region has the same
-silhouette in every modality and would identify a location too.
+view, so positives could be matched by position. Each dense stage draws its own fixed number of locations from
+its own overlap of all views (``StageGrid``), inside the image first, and those outside are left out of the loss
+(``dense_inside_image``): padding and background look alike in every view and every sample, so as anchors,
+positives or negatives they teach nothing but the silhouette. Where the image lies comes from nnU-Net's own -1
+marker in the segmentation (``outside.inside_image``), not from the intensities, which augmentation changes.
 
 How flips are aligned. nnU-Net's encoders downsample with stride-2, 3-tap, padding-1 convolutions (stage 0 has
 stride 1), so output voxel j of a stage of total stride s is centred on input voxel s*j of its view, the first
@@ -22,7 +24,8 @@ each with its own mirrored index ``Q_s - r - j``. The window lies S - 1 input vo
 unflipped one, so a flipped axis takes its offset from 1..shift_steps (0..shift_steps unflipped, where S = 1
 on the axis), and an axis that has no shift (shift_steps = 0) is never flipped. Of the bottleneck voxel that a
 flipped view holds at its index 0 (the view's highest in the patch) only the first of the r stage voxels lies in
-that view, so a location there takes that one on that axis. For PlainConvEncoder the partners' receptive fields
+that view, and the r - 1 stage voxels below its lowest bottleneck voxel do: each stage's overlap of the views is
+taken with these bounds (``overlap_bounds``). For PlainConvEncoder the partners' receptive fields
 then coincide exactly;
 ResidualEncoder's skip path (AvgPool(2, 2) then a 1x1 conv) is centred on 2j + 0.5 and no integer shift mirrors
 it: see ``StageGrid``.
@@ -50,7 +53,7 @@ class ViewGeometry(NamedTuple):
     # offsets + j, or offsets + Q - 1 - j where flipped (the flipped crop itself starts S - 1 input voxels lower)
     offsets: torch.Tensor
     flips: torch.Tensor  # (V, B, d) bool: the view is mirrored along the axis (never where shift_steps is 0)
-    inside: torch.Tensor  # (B, N) bool: the patch's bottleneck voxels that lie mostly inside the image
+    inside: torch.Tensor  # (B, 1, *P) bool: the patch's voxels that are image (``outside.inside_image``)
 
 
 def modality_groups(channel_names: dict) -> list[list[int]]:
@@ -106,8 +109,6 @@ class ViewSampler(nn.Module):
         self.shift_steps = [min(config.max_shift_steps, (pb - 1) // 2) for pb in self.patch_bottleneck]
         self.crop_size = [p - m * s for p, m, s in zip(patch_size, self.shift_steps, strides)]
         self.view_bottleneck = [pb - m for pb, m in zip(self.patch_bottleneck, self.shift_steps)]
-        min_overlap = math.prod(pb - 2 * m for pb, m in zip(self.patch_bottleneck, self.shift_steps))
-        self.num_locations = min(config.dense_locations, min_overlap)
         channel_to_group = torch.empty(num_channels, dtype=torch.long)
         for g, channels in enumerate(groups):
             channel_to_group[channels] = g
@@ -122,11 +123,15 @@ class ViewSampler(nn.Module):
         flip_min = torch.tensor([int(s > 1) for s in self.strides])
         self.register_buffer("flip_min_t", flip_min, persistent=False)
         self.register_buffer("can_flip_t", self.shift_steps_t >= flip_min, persistent=False)
-        self.register_buffer("view_size_t", torch.tensor(self.view_bottleneck), persistent=False)
-        self.register_buffer("flat_stride_t", torch.tensor([math.prod(self.view_bottleneck[i + 1:]) for i in range(d)]),
-                             persistent=False)
-        grid = torch.meshgrid(*[torch.arange(n) for n in self.patch_bottleneck], indexing="ij")
-        self.register_buffer("bottleneck_grid", torch.stack(grid, dim=-1).view(-1, d), persistent=False)  # (N, d)
+        self.bottleneck_locations = self.stage_grid([1] * d, config.dense_locations)
+        self.num_locations = self.bottleneck_locations.num_locations
+
+    def stage_grid(self, ratio: Sequence[int], locations: int) -> "StageGrid":
+        """The location sampler of the stage ``ratio`` times finer per axis than the bottleneck (1: the bottleneck),
+        drawing ``locations`` per sample (fewer where the views' overlap at that stage offers fewer)."""
+        flippable = [self.config.flip_views and m >= int(s > 1) for m, s in zip(self.shift_steps, self.strides)]
+        return StageGrid(self.patch_bottleneck, self.view_bottleneck, self.strides, self.shift_steps, flippable,
+                         ratio, locations, self.config.dense_inside_image)
 
     @property
     def num_views(self) -> int:
@@ -149,14 +154,15 @@ class ViewSampler(nn.Module):
             masks = torch.cat([masks, torch.ones_like(masks[:1])], dim=0)
         return masks
 
-    def forward(self, data: torch.Tensor) -> tuple[torch.Tensor, ViewGeometry]:
-        """data (B, C, *P) -> views (V*B, C, *Q) (view-major), their geometry."""
-        crops, geometry = self.crop(data)
+    def forward(self, data: torch.Tensor, inside: torch.Tensor | None = None) -> tuple[torch.Tensor, ViewGeometry]:
+        """data (B, C, *P), inside (B, 1, *P) bool or None -> views (V*B, C, *Q) (view-major), their geometry."""
+        crops, geometry = self.crop(data, inside)
         return self.make_views(crops), geometry
 
-    def crop(self, data: torch.Tensor) -> tuple[torch.Tensor, ViewGeometry]:
+    def crop(self, data: torch.Tensor, inside: torch.Tensor | None = None) -> tuple[torch.Tensor, ViewGeometry]:
         """data (B, C, *P) -> the views' undisrupted crops with every channel (V*B, C, *Q), mirrored where
-        ``flips`` says, and their geometry."""
+        ``flips`` says, and their geometry. inside (B, 1, *P) bool: the patch's voxels that are image
+        (``outside.inside_image``); None counts every voxel as image."""
         b, c = data.shape[:2]
         v, dev = self.num_views, data.device
         d = len(self.crop_size)
@@ -175,18 +181,9 @@ class ViewSampler(nn.Module):
             steps = torch.arange(q, device=dev)
             steps = torch.where(flat_flips[:, axis, None], q - s - steps, steps)  # (V*B, q)
             index.append((voxel_offsets[:, axis].view(-1, 1) + steps).view(shape))
-        return data[tuple(index)], ViewGeometry(offsets, flips, self.inside_image(data))
-
-    def inside_image(self, data: torch.Tensor) -> torch.Tensor:
-        """(B, N) bool: patch bottleneck voxels of which at least half the input voxels are image, not padding.
-
-        nnU-Net pads (and its rotation fills) with 0 in every channel; an image voxel is 0 in every channel
-        almost never, except where nnU-Net's mask-for-normalisation set the background to 0, which is no
-        image content either.
-        """
-        image = (data != 0).any(dim=1, keepdim=True).to(data.dtype)  # (B, 1, *P)
-        pool = F.avg_pool3d if data.dim() == 5 else F.avg_pool2d
-        return (pool(image, self.strides, self.strides) >= 0.5).flatten(1)  # (B, N)
+        if inside is None:
+            inside = torch.ones_like(data[:, :1], dtype=torch.bool)
+        return data[tuple(index)], ViewGeometry(offsets, flips, inside)
 
     def make_views(self, crops: torch.Tensor) -> torch.Tensor:
         """crops (V*B, C, *Q) -> views: intensity changes ('augment'), disruptions, then the channel masks.
@@ -217,38 +214,32 @@ class ViewSampler(nn.Module):
         return torch.cat([views[:-b], full])
 
     def sample_locations(self, geometry: ViewGeometry) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """-> positions (B, M, d) in the patch's bottleneck grid, flat indices (V, B, M) into each view's
-        bottleneck grid, inside (B, M) bool: the location lies inside the image. The M locations of a sample are distinct and seen by every view; with
-        ``dense_inside_image`` they lie inside the image where the views' overlap has M such locations."""
-        offsets, flips, inside = geometry
-        v, b, d = offsets.shape
-        dev = offsets.device
-        grid = self.bottleneck_grid  # (N, d)
-        lo = offsets.amax(dim=0)  # (B, d): overlap of all views
-        hi = offsets.amin(dim=0) + self.view_size_t
-        shared = ((grid[None] >= lo[:, None]) & (grid[None] < hi[:, None])).all(dim=-1)  # (B, N)
-        scores = torch.rand(b, grid.shape[0], device=dev)
-        if self.config.dense_inside_image:  # inside locations first, then the rest of the overlap
-            scores = scores + inside.to(scores.dtype)
-        scores = scores.masked_fill(~shared, -1.0)
-        chosen = scores.topk(self.num_locations, dim=1).indices  # (B, M), shared by construction of M
-        positions = grid[chosen]  # (B, M, d)
-        local = positions[None] - offsets[:, :, None]  # (V, B, M, d)
-        # crop's window: flipped bottleneck voxel j is centred on the patch's offsets + Q - 1 - j (module docstring)
-        local = torch.where(flips[:, :, None], self.view_size_t - 1 - local, local)
-        return positions, (local * self.flat_stride_t).sum(dim=-1), inside.gather(1, chosen)
+        """The bottleneck's dense locations (``StageGrid`` of ratio 1): positions (B, M, d) float in the patch's
+        bottleneck grid, flat indices (V, B, M) into each view's bottleneck grid, inside (B, M) bool."""
+        return self.bottleneck_locations(geometry)
+
+
+def overlap_bounds(offset: int, flipped: bool, ratio: int, view_size: int) -> tuple[int, int]:
+    """First and last stage voxel (in the patch's grid ``ratio`` times finer than the bottleneck) that a view of
+    bottleneck ``offset`` holds along one axis: a flipped view holds stage voxel p at index Q_s - r - (p - off*r)
+    (module docstring), so its range lies r - 1 lower."""
+    low = offset * ratio - (ratio - 1) * int(flipped)
+    return low, low + view_size - 1
 
 
 class StageGrid(nn.Module):
-    """Maps the dense locations of the bottleneck to an encoder stage above it, whose voxels are ``ratio`` times
-    finer per axis (``dense_stages``).
+    """Samples the dense locations of one encoder stage, ``ratio`` times finer per axis than the bottleneck
+    (ratio 1: the bottleneck itself), from that stage's own overlap of all views.
 
-    Views are shifted by whole bottleneck voxels, so every stage of every view stays aligned. Each location takes
-    one of the ratio^d stage voxels inside its bottleneck voxel at random (stage voxels p*r .. p*r + r - 1 of
-    bottleneck voxel p), the same one in every view. A flipped view has stage voxel j of its unflipped partner at
-    Q_s - r - j (module docstring): its stage grid is the unflipped one moved by r - 1 stage voxels, so of the
-    bottleneck voxel at a flipped view's index 0 (the view's highest in the patch) only the first stage voxel
-    lies in that view; on such an axis the location takes that one.
+    Each sample takes ``locations`` distinct stage voxels (fewer where the overlap offers fewer in its worst
+    case over shifts and flips, ``available``; a fixed number, so every shape is fixed) seen by every view, with
+    ``inside_first`` those inside the image first: top-k of random scores plus 1 for a stage voxel of which at
+    least half the input voxels are image. Where a sample's overlap has fewer of them, the rest lie outside and
+    come back marked so (``CMCLLoss`` then leaves them out). Views are shifted by whole bottleneck voxels, so every
+    stage of every view stays aligned. A flipped view holds stage voxel j of its unflipped partner at Q_s - r - j
+    (module docstring): its stage grid is the unflipped one moved by r - 1 stage voxels, so of the bottleneck
+    voxel at its index 0 (its highest in the patch) only the first stage voxel lies in it, while the r - 1 stage
+    voxels below its first bottleneck voxel do (``overlap_bounds``).
 
     With PlainConvEncoder the partners' receptive fields then coincide at every stage. ResidualEncoder (BasicBlockD)
     adds to each downsampling block's strided 3x3 path a skip path, AvgPool(2, 2) then a 1x1 conv, centred on
@@ -261,27 +252,55 @@ class StageGrid(nn.Module):
     last voxel (test_residual_encoder_centres_are_off_by_at_most_a_few_voxels).
     """
 
-    def __init__(self, view_bottleneck: Sequence[int], ratio: Sequence[int]):
+    def __init__(self, patch_bottleneck: Sequence[int], view_bottleneck: Sequence[int], strides: Sequence[int],
+                 shift_steps: Sequence[int], flippable: Sequence[bool], ratio: Sequence[int], locations: int,
+                 inside_first: bool):
         super().__init__()
+        d = len(view_bottleneck)
         view_size = [q * r for q, r in zip(view_bottleneck, ratio)]
-        d = len(view_size)
-        self.register_buffer("ratio_t", torch.tensor(list(ratio)), persistent=False)
-        self.register_buffer("view_bottleneck_t", torch.tensor(list(view_bottleneck)), persistent=False)
+        self.ratio = list(ratio)
+        self.stage_strides = [s // r for s, r in zip(strides, ratio)]
+        self.inside_first = inside_first
+        # the worst case over each axis' offsets (0..m, a flipped axis 1..m) and flips of any two views
+        worst = []
+        for m, r, q, flip in zip(shift_steps, ratio, view_size, flippable):
+            views = [overlap_bounds(o, False, r, q) for o in range(m + 1)]
+            views += [overlap_bounds(o, True, r, q) for o in range(1, m + 1)] if flip else []
+            worst.append(min(min(a[1], b[1]) - max(a[0], b[0]) + 1 for a in views for b in views))
+        self.available = math.prod(worst)
+        self.num_locations = min(locations, self.available)
+        self.register_buffer("ratio_t", torch.tensor(self.ratio), persistent=False)
         self.register_buffer("view_size_t", torch.tensor(view_size), persistent=False)
         self.register_buffer("flat_stride_t", torch.tensor([math.prod(view_size[i + 1:]) for i in range(d)]),
                              persistent=False)
+        grid = torch.meshgrid(*[torch.arange(p * r) for p, r in zip(patch_bottleneck, ratio)], indexing="ij")
+        self.register_buffer("grid", torch.stack(grid, dim=-1).view(-1, d), persistent=False)  # (N_s, d)
 
-    def forward(self, positions: torch.Tensor, geometry: ViewGeometry) -> tuple[torch.Tensor, torch.Tensor]:
-        """positions (B, M, d) in the patch's bottleneck grid -> positions (B, M, d) float of the chosen stage voxels,
-        in bottleneck voxels (so the exclusion radius keeps its meaning), and flat indices (V, B, M) into each view's
-        grid at this stage."""
-        offsets, flips, _ = geometry
-        # the bottleneck voxel at a flipped view's index 0 holds only its first stage voxel in that view
-        edge = (flips[:, :, None] & (positions[None] == offsets[:, :, None] + self.view_bottleneck_t - 1)).any(dim=0)
-        choices = torch.where(edge, torch.ones_like(self.ratio_t), self.ratio_t)  # (B, M, d)
-        within = (torch.rand(positions.shape, device=positions.device) * choices).long()
-        fine = positions * self.ratio_t + within  # (B, M, d): the stage voxel in the patch
+    def inside(self, voxels: torch.Tensor) -> torch.Tensor:
+        """voxels (B, 1, *P) bool -> (B, N_s) bool: the stage voxels of which at least half the input voxels
+        (the stage stride's cell from the voxel's receptive-field centre on) are image."""
+        pool = F.avg_pool3d if voxels.dim() == 5 else F.avg_pool2d
+        return (pool(voxels.float(), self.stage_strides, self.stage_strides) >= 0.5).flatten(1)
+
+    def forward(self, geometry: ViewGeometry) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """-> positions (B, M, d) float of the chosen stage voxels in bottleneck voxels of the patch (so the
+        exclusion radius keeps its physical meaning), flat indices (V, B, M) into each view's grid at this stage,
+        inside (B, M) bool."""
+        offsets, flips, voxels = geometry
+        b = offsets.shape[1]
+        low = offsets * self.ratio_t - (self.ratio_t - 1) * flips.long()  # (V, B, d): overlap_bounds per view
+        lo, hi = low.amax(dim=0), low.amin(dim=0) + self.view_size_t  # (B, d): overlap of all views, hi excluded
+        grid = self.grid
+        shared = ((grid[None] >= lo[:, None]) & (grid[None] < hi[:, None])).all(dim=-1)  # (B, N_s)
+        inside = self.inside(voxels)
+        scores = torch.rand(b, grid.shape[0], device=offsets.device)
+        if self.inside_first:  # inside locations first, then the rest of the overlap
+            scores = scores + inside.to(scores.dtype)
+        # top-k of a fixed k: no data-dependent shape, and shared by construction of num_locations
+        chosen = scores.masked_fill(~shared, -1.0).topk(self.num_locations, dim=1).indices  # (B, M)
+        fine = grid[chosen]  # (B, M, d): the stage voxel in the patch
         local = fine[None] - (offsets * self.ratio_t)[:, :, None]  # (V, B, M, d)
         local = torch.where(flips[:, :, None], self.view_size_t - self.ratio_t - local, local)
         # a bottleneck voxel p covers stage voxels p*r .. p*r + r - 1, whose centre maps back to p
-        return (fine.float() + 0.5) / self.ratio_t - 0.5, (local * self.flat_stride_t).sum(dim=-1)
+        positions = (fine.float() + 0.5) / self.ratio_t - 0.5
+        return positions, (local * self.flat_stride_t).sum(dim=-1), inside.gather(1, chosen)

@@ -134,6 +134,48 @@ def test_default_has_a_view_with_every_channel(env, monkeypatch):
     assert torch.isfinite(trainer.train_step(next(trainer.dataloader_train))["loss"])
 
 
+def test_inside_comes_from_nnunets_outside_marker_not_from_the_intensities(env, monkeypatch):
+    # nnU-Net's noise, contrast and gamma transforms also change the zero padding: forced on, data != 0 holds
+    # outside the image, while the segmentation's -1 marker, which the CMCL trainer keeps, still tells
+    from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
+    from batchgeneratorsv2.transforms.utils.random import RandomTransform
+    from nnunet_cmcl.pretraining.outside import MarkOutside, inside_image
+    torch.manual_seed(0)
+    trainer = make_trainer(env, monkeypatch, "3d_fullres")
+    trainer.on_train_start()
+    loader = trainer.dataloader_train.data_loader
+    kinds = {type(t).__name__ for t in loader.transforms.transforms}
+    assert "MarkOutside" in kinds and not kinds & {"RemoveLabelTransform", "ConvertSegmentationToRegionsTransform"}
+    batch = next(trainer.dataloader_train)
+    assert set(torch.unique(batch["target"]).tolist()) <= {-1, 0}  # the marker, and no label
+    # the patches as loaded, each with a slab padded as nnU-Net's loader pads (data 0, segmentation -1)
+    transforms, loader.transforms = loader.transforms, None
+    raw = loader.generate_train_batch()
+    loader.transforms = transforms
+    raw["data"][..., :8] = 0
+    raw["target"][..., :8] = -1
+    truth = raw["target"][:, :1] != -1
+    intensity = [t for t in transforms.transforms if isinstance(t, RandomTransform) and
+                 any(k in type(t.transform).__name__ for k in ("Noise", "Contrast", "Gamma"))]
+    assert len(intensity) >= 4
+    for t in intensity:
+        t.apply_probability = 1.0
+    # nnU-Net's own intensity transforms and the trainer's marker, without the spatial ones: the truth stays in place
+    forced = ComposeTransforms(intensity + [t for t in transforms.transforms if isinstance(t, MarkOutside)])
+    samples = [forced(image=d.clone(), segmentation=t.clone()) for d, t in zip(raw["data"], raw["target"])]
+    data = torch.stack([x["image"] for x in samples])
+    target = torch.stack([x["segmentation"] for x in samples])
+    assert torch.equal(inside_image(target), truth)
+    nonzero = (data != 0).any(dim=1, keepdim=True)
+    assert (nonzero & ~truth).sum() > 0.5 * (~truth).sum()  # what data != 0 would have called image
+    # the loader's patches are larger (room for the spatial transform): the model takes the plans' patch of them
+    corner = [(n - p) // 2 for n, p in zip(data.shape[2:], trainer.configuration_manager.patch_size)]
+    window = (slice(None), slice(None)) + tuple(slice(c, c + p) for c, p in
+                                                zip(corner, trainer.configuration_manager.patch_size))
+    out, _ = trainer._forward_loss({"data": data[window], "target": target[window], "keys": raw["keys"]})
+    assert out["inside"].shape == out["dense"].shape[1:3] and out["inside_stage2"].dtype == torch.bool
+
+
 @pytest.mark.parametrize("cls", [nnUNetTrainerCMCL, nnUNetTrainerCMCL_global, nnUNetTrainerCMCL_DAE,
                                  nnUNetTrainerCMCL_Aug, nnUNetTrainerCMCL_bottleneck])  # the default: dense_stages 2
 def test_step_waits_for_the_device_once(env, monkeypatch, cls):
@@ -310,8 +352,14 @@ def test_dense_terms_on_the_stages_above_the_bottleneck_train_those_stages(env, 
     trainer.on_train_start()
     out, losses = trainer._forward_loss(next(trainer.dataloader_train))
     assert {"loss_dense", "loss_dense_stage1", "loss_dense_stage2"} <= set(losses)
-    m = trainer.cmcl_model.sampler.num_locations
-    assert out["dense_stage2"].shape[:3] == (trainer.cmcl_model.sampler.num_views, trainer.batch_size, m)
+    grids = trainer.cmcl_model.stage_grids  # each stage draws its own locations, capped by its own overlap
+    for k, grid in enumerate(grids, start=1):
+        m = min(trainer.cmcl_config.stage_locations, grid.available)
+        assert grid.num_locations == m and out[f"inside_stage{k}"].shape == (trainer.batch_size, m)
+        assert out[stage_key(k)].shape[:3] == (trainer.cmcl_model.sampler.num_views, trainer.batch_size, m)
+    assert grids[1].available > trainer.cmcl_model.sampler.num_locations
+    with open(trainer.log_file) as f:  # the start-up log states each stage's locations and what its overlap offers
+        assert f"stage 2 above it {grids[1].num_locations} (overlap offers {grids[1].available})" in f.read()
     # the term of the stage above the bottleneck alone reaches that stage and its head, not the bottleneck stage
     losses["loss_dense_stage1"].backward()
     stages, heads = trainer.cmcl_model.encoder.stages, trainer.cmcl_model.heads
@@ -348,6 +396,10 @@ def test_default_embedding_metrics_come_from_the_dense_embeddings_and_warn_on_co
     lines = captured_log(trainer, monkeypatch)
     trainer.log_validation_metrics()
     assert "dense embeddings: embedding std" in lines[0] and not any("WARNING" in line for line in lines)
+    # the share of sampled locations inside the image, the bottleneck's and each stage's
+    shares = [float(x) for x in lines[1].split(": ")[1].split(", ")]
+    assert lines[1].startswith("dense locations inside the image") and len(shares) == 3
+    assert all(0.0 <= x <= 1.0 for x in shares)
     collapsed = [{**o, "dense": torch.ones_like(o["dense"]) / o["dense"].shape[-1] ** 0.5} for o in outputs]
     trainer.on_validation_epoch_end(collapsed)
     trainer.log_validation_metrics()

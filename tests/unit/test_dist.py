@@ -1,5 +1,5 @@
 """Two CPU processes (gloo): the gathered CMCL loss and gradients equal one process on the whole batch, with queue
-negatives, and the key queue stays the same on every rank."""
+negatives and locations outside the image, and the key queue stays the same on every rank."""
 import os
 import socket
 
@@ -23,7 +23,10 @@ def make_inputs():
     dense = F.normalize(torch.randn(V, WORLD * B, M, D, generator=g), dim=-1)
     positions = torch.randint(0, 3, (WORLD * B, M, 3), generator=g)
     cases = torch.tensor([11, 12, 13, 11, 14, 15])  # samples 0 and 3, on different ranks, share a case
-    return global_, dense, positions, cases
+    # dense locations outside the image, as many on each rank (each rank's loss is a mean over its own inside ones)
+    inside = torch.ones(WORLD * B, M, dtype=torch.bool)
+    inside[[0, 1, 4, 5], [1, 3, 0, 2]] = False
+    return global_, dense, positions, cases, inside
 
 
 def queue_negatives():
@@ -33,10 +36,11 @@ def queue_negatives():
     return keys, torch.tensor([11, 20, 21, 22, 23]), torch.tensor([True, True, True, True, False])
 
 
-def losses_and_grads(global_, dense, positions, cases):
+def losses_and_grads(global_, dense, positions, cases, inside):
     global_, dense = global_.clone().requires_grad_(), dense.clone().requires_grad_()
     loss = CMCLLoss(CMCLConfig(temperature=0.1, weight_global=1.0, weight_dense=0.5, dense_exclusion_radius=1.5))
-    losses = loss({"global": global_, "dense": dense, "positions": positions}, cases, queue_negatives())
+    losses = loss({"global": global_, "dense": dense, "positions": positions, "inside": inside}, cases,
+                  queue_negatives())
     losses["loss"].backward()
     return {k: v.item() for k, v in losses.items()}, global_.grad, dense.grad
 
@@ -45,9 +49,10 @@ def worker(rank, port, out_dir):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=WORLD)
     try:
-        global_, dense, positions, cases = make_inputs()
+        global_, dense, positions, cases, inside = make_inputs()
         part = slice(rank * B, (rank + 1) * B)
-        losses, g_grad, d_grad = losses_and_grads(global_[:, part], dense[:, part], positions[part], cases[part])
+        losses, g_grad, d_grad = losses_and_grads(global_[:, part], dense[:, part], positions[part], cases[part],
+                                                  inside[part])
         queue = KeyQueue(8, D)
         queue.push(global_[0, part], cases[part])  # every rank pushes its own keys; all ranks get all of them
         torch.save((rank, losses, g_grad, d_grad, queue.state_dict()), os.path.join(out_dir, f"rank{rank}.pt"))

@@ -80,6 +80,47 @@ def test_samples_of_the_same_case_are_no_negatives(views):
     assert ours.item() != pytest.approx(multi_positive_info_nce(candidates, candidates, index, 0.1, near).item())
 
 
+@pytest.mark.parametrize("views", [2, 3])
+def test_locations_outside_the_image_are_no_anchors_positives_or_negatives(views):
+    # the last 2 of 6 locations of every sample lie outside: the loss is that of the first 4 alone
+    candidates = random_embeddings(views, 3, 6, 8, seed=11)
+    index = torch.arange(3)
+    positions = torch.tensor([[[0, 0, 0], [2, 0, 0], [4, 0, 0], [6, 0, 0], [1, 0, 0], [3, 0, 0]]] * 3)
+    inside = torch.tensor([[True] * 4 + [False] * 2] * 3)
+    ours = multi_positive_info_nce(candidates, candidates, index, 0.1, near_pairs(positions, 1.5),
+                                   valid=(inside, inside))
+    kept = candidates[:, :, :4]
+    reference = reference_info_nce(kept, kept, index, 0.1, near_pairs(positions[:, :4], 1.5))
+    assert ours.item() == pytest.approx(reference.item(), rel=1e-5)
+    # CMCLLoss takes the mask from 'inside' (dense_inside_image, the default); off, every location counts
+    out = {"dense": candidates, "positions": positions, "inside": inside}
+    assert CMCLLoss(CMCLConfig())(out)["loss_dense"].item() == pytest.approx(reference.item(), rel=1e-5)
+    unmasked = CMCLLoss(CMCLConfig(dense_inside_image=False))(out)["loss_dense"].item()
+    assert unmasked != pytest.approx(reference.item(), rel=1e-3)
+
+
+def test_a_sample_without_inside_locations_contributes_nothing():
+    candidates = random_embeddings(3, 3, 4, 8, seed=12)
+    positions = torch.tensor([[[0, 0, 0], [2, 0, 0], [4, 0, 0], [6, 0, 0]]] * 3)
+    inside = torch.tensor([[True] * 4, [False] * 4, [True] * 4])
+    ours = multi_positive_info_nce(candidates, candidates, torch.arange(3), 0.1, near_pairs(positions, 1.5),
+                                   valid=(inside, inside))
+    kept = candidates[:, [0, 2]]
+    reference = reference_info_nce(kept, kept, torch.arange(2), 0.1, near_pairs(positions[[0, 2]], 1.5))
+    assert ours.item() == pytest.approx(reference.item(), rel=1e-5)
+
+
+def test_a_batch_without_inside_locations_gives_zero_loss_with_a_gradient_path():
+    features = random_embeddings(3, 2, 4, 8, seed=13).requires_grad_()
+    out = {"dense": features, "positions": torch.zeros(2, 4, 3), "inside": torch.zeros(2, 4, dtype=torch.bool),
+           "dense_stage1": features * 1.0, "positions_stage1": torch.zeros(2, 4, 3),
+           "inside_stage1": torch.zeros(2, 4, dtype=torch.bool)}
+    losses = CMCLLoss(CMCLConfig())(out)
+    assert losses["loss"].item() == 0.0 and losses["loss"].requires_grad
+    losses["loss"].backward()
+    assert torch.equal(features.grad, torch.zeros_like(features))  # zeros, not NaN
+
+
 def test_near_pairs_marks_exactly_the_pairs_within_radius():
     positions = torch.tensor([[[0, 0, 0], [1, 0, 0], [1, 1, 0], [1, 1, 1], [3, 0, 0]]])
     near = near_pairs(positions, 1.5)[0]

@@ -8,7 +8,7 @@ from torch import nn
 
 from nnunet_cmcl.errors import CMCLInputError
 from nnunet_cmcl.pretraining.config import CMCLConfig
-from nnunet_cmcl.pretraining.views import StageGrid, ViewSampler, modality_groups, total_strides
+from nnunet_cmcl.pretraining.views import ViewSampler, modality_groups, total_strides
 
 GROUPS4 = [[0], [1], [2], [3]]
 
@@ -183,7 +183,8 @@ def test_partners_have_the_same_receptive_field_centre_at_every_stage(case):
     torch.manual_seed(5)
     d, b = len(patch), 8
     groups = [[a] for a in range(d)]
-    config = replace(CMCLConfig(), view_strategy="single", num_views=d, dense_locations=64, max_shift_steps=steps)
+    config = replace(CMCLConfig(), view_strategy="single", num_views=d, dense_locations=64, max_shift_steps=steps,
+                     stage_locations=64)
     strides = total_strides(encoder_strides)
     sampler = ViewSampler(groups, d, patch, strides, config)
     coordinates = torch.stack(torch.meshgrid(*[torch.arange(float(p)) for p in patch], indexing="ij"))
@@ -198,21 +199,24 @@ def test_partners_have_the_same_receptive_field_centre_at_every_stage(case):
     assert torch.equal(seen, (positions * torch.tensor(strides)).float().expand(v, -1, -1, -1))
     for k in range(1, len(encoder_strides)):
         ratio = total_strides(encoder_strides[-k:])
-        stage_positions, stage_flat = StageGrid(sampler.view_bottleneck, ratio)(positions, geometry)
+        grid = sampler.stage_grid(ratio, 64)  # each stage draws its own locations from its own overlap
+        stage_positions, stage_flat, _ = grid(geometry)
+        assert stage_flat.shape == (v, b, min(64, grid.available))
         size = [q * r for q, r in zip(sampler.view_bottleneck, ratio)]
         local = decode_grid(stage_flat, size)
         assert ((local >= 0) & (local < torch.tensor(size))).all()  # inside every view
-        assert ((stage_positions - positions).abs() < 0.5).all()  # inside the location's bottleneck voxel
         seen = gather_locations(stages[-1 - k], stage_flat, v, b)
         assert torch.equal(seen, seen[:1].expand_as(seen))  # the same centre in every view
-        # ... that of the stage voxel the positions name, inside the location's bottleneck voxel
+        # ... that of the stage voxel the positions name
         fine = ((stage_positions + 0.5) * torch.tensor(ratio) - 0.5).round()
         stage_stride = torch.tensor([s // r for s, r in zip(strides, ratio)])
         assert torch.equal(seen[0], fine * stage_stride)
-        cell = positions * torch.tensor(strides)
-        assert ((seen[0] >= cell) & (seen[0] < cell + torch.tensor(strides))).all()
-        if any(r > 1 for r in ratio):  # every stage voxel of a cell is drawn, and its edge cases too
-            assert len({tuple(w) for w in (fine - positions * torch.tensor(ratio)).view(-1, d).tolist()}) > 1
+        for i in range(b):  # distinct stage voxels
+            assert len({tuple(p) for p in fine[i].tolist()}) == fine.shape[1]
+        if any(r > 1 for r in ratio):  # every stage voxel of a cell is drawn, and the flipped edges too
+            assert len({tuple(w) for w in (fine % torch.tensor(ratio)).view(-1, d).tolist()}) > 1
+            flipped_edge = flips[:, :, None] & (local >= torch.tensor(size) - torch.tensor(ratio) + 1)
+            assert flipped_edge.any()  # below a flipped view's lowest bottleneck voxel: in its view only at stages
 
 
 def plain_conv_encoder(encoder_strides, features, residual=False):
@@ -246,10 +250,10 @@ def stage_locations(sampler, encoder_strides, geometry):
     """-> per stage, the bottleneck first: the stage voxels in the patch's stage grid (B, M, d), the flat indices
     into each view's stage grid (V, B, M) and the stage's ratio to the bottleneck."""
     positions, flat, _ = sampler.sample_locations(geometry)
-    out = [(positions, flat, [1] * positions.shape[-1])]
+    out = [(positions.long(), flat, [1] * positions.shape[-1])]
     for k in range(1, len(encoder_strides)):
         ratio = total_strides(encoder_strides[-k:])
-        stage_positions, stage_flat = StageGrid(sampler.view_bottleneck, ratio)(positions, geometry)
+        stage_positions, stage_flat, _ = sampler.stage_grid(ratio, 24)(geometry)
         fine = ((stage_positions + 0.5) * torch.tensor(ratio) - 0.5).round().long()
         out.append((fine, stage_flat, ratio))
     return out
@@ -288,8 +292,12 @@ def test_flipped_views_of_nnunets_plain_encoder_match_their_unflipped_reading():
                 size = [q * r for q, r in zip(sampler.view_bottleneck, ratio)]
                 short = [n - r + 1 if f else n for n, r, f in zip(size, ratio, flipped.tolist())]
                 local = decode_grid(flat[k, i], size)
-                assert ((local >= 0) & (local < torch.tensor(short))).all()  # in the cut view
-                own = fine[i] - offsets[k, i] * torch.tensor(ratio)  # the index in the unflipped reading
+                # the cut view ends at the last symmetric voxel: the r - 1 stage voxels a flipped view holds below
+                # its lowest bottleneck voxel lie beyond it (the centre test above checks those)
+                cut = ((local >= 0) & (local < torch.tensor(short))).all(dim=-1)
+                assert cut.sum() >= 4
+                local = local[cut]
+                own = fine[i][cut] - offsets[k, i] * torch.tensor(ratio)  # the index in the unflipped reading
                 seen = ours[-1 - stage].flatten(2)[0][:, flatten_grid(local, short)]
                 expected = reference[-1 - stage].flatten(2)[0][:, flatten_grid(own, short)]
                 assert seen.abs().mean() > 0.1  # no vanishing features
@@ -342,15 +350,77 @@ def test_partners_are_not_found_by_their_place_in_the_view():
 def test_dense_locations_lie_inside_the_image():
     torch.manual_seed(3)
     sampler = make_sampler(replace(CMCLConfig(), dense_locations=6), patch=(48, 48, 48))  # 6^3 bottleneck
-    data = torch.randn(4, 4, 48, 48, 48)
-    data[:, :, :, :, 24:] = 0  # nnU-Net's padding: 0 in every channel
-    _, geometry = sampler(data)
-    positions, _, inside = sampler.sample_locations(geometry)
-    assert inside.all() and (positions[..., 2] < 3).all()
+    data = torch.randn(4, 4, 48, 48, 48)  # augmented: no exact zeros, also where nnU-Net padded
+    inside = torch.ones(4, 1, 48, 48, 48, dtype=torch.bool)
+    inside[..., 24:] = False  # the segmentation's -1 marker: the image ends at x = 24
+    _, geometry = sampler(data, inside)
+    positions, _, marked = sampler.sample_locations(geometry)
+    assert marked.all() and (positions[..., 2] < 3).all()
+    grid = sampler.stage_grid([4, 4, 4], 64)  # a stage's own locations, inside at its own resolution
+    positions, _, marked = grid(geometry)
+    assert marked.all() and (positions[..., 2] < 3 - 0.5 + 0.5 / 4).all()
     anywhere = make_sampler(replace(CMCLConfig(), dense_locations=6, dense_inside_image=False), patch=(48, 48, 48))
-    _, geometry = anywhere(data)
-    positions, _, inside = anywhere.sample_locations(geometry)
-    assert (positions[..., 2] >= 3).any() and not inside.all()  # what dense_inside_image closes
+    _, geometry = anywhere(data, inside)
+    positions, _, marked = anywhere.sample_locations(geometry)
+    assert (positions[..., 2] >= 3).any() and not marked.all()  # what dense_inside_image closes
+
+
+def test_a_stage_voxel_is_inside_when_at_least_half_its_cell_is_image():
+    sampler = make_sampler(patch=(32, 32, 32))  # stride 8: a stage of ratio 2 has cells of 4^3 voxels
+    voxels = torch.zeros(1, 1, 32, 32, 32, dtype=torch.bool)
+    voxels[..., 0:4, 0:4, 0:2] = True  # half of cell (0, 0, 0)
+    voxels[..., 0:4, 0:4, 4:5] = True  # a quarter of cell (0, 0, 1)
+    inside = sampler.stage_grid([2, 2, 2], 8).inside(voxels).view(8, 8, 8)
+    assert inside[0, 0, 0] and not inside[0, 0, 1] and inside.sum() == 1
+
+
+def test_locations_beyond_the_inside_part_of_the_overlap_are_marked_outside():
+    # 8 inside stage voxels per sample in the overlap, 64 drawn: the rest is drawn outside and marked so
+    torch.manual_seed(8)
+    sampler = make_sampler(replace(CMCLConfig(), flip_views=False), patch=(64, 64, 64))  # 8^3 bottleneck
+    inside = torch.zeros(3, 1, 64, 64, 64, dtype=torch.bool)
+    inside[:, :, 24:32, 24:32, 24:32] = True  # 2^3 stage voxels of stride 4
+    _, geometry = sampler(torch.randn(3, 4, 64, 64, 64), inside)
+    grid = sampler.stage_grid([2, 2, 2], 64)
+    positions, _, marked = grid(geometry)
+    assert marked.shape == (3, 64) and (marked.sum(dim=1) == 8).all()
+    fine = ((positions + 0.5) * 2 - 0.5).round()
+    assert ((fine[marked] >= 6) & (fine[marked] < 8)).all()
+    _, geometry = sampler(torch.randn(3, 4, 64, 64, 64), torch.zeros_like(inside))
+    assert not grid(geometry)[2].any()  # nothing inside: every location marked outside, the shapes unchanged
+
+
+def test_each_stage_samples_its_own_locations_and_knows_its_worst_case_overlap():
+    # nnU-Net's 3d_fullres plans of a BraTS-sized dataset: patch 128^3, strides [1, 2, 2, 2, 2, 2], bottleneck 4^3;
+    # the views' overlap holds at least 2^3 bottleneck voxels, 4^3 voxels of stride 16 and 8^3 of stride 8
+    torch.manual_seed(9)
+    encoder_strides = [[1, 1, 1]] + [[2, 2, 2]] * 5
+    sampler = ViewSampler([[0], [1], [2], [3]], 4, (128, 128, 128), total_strides(encoder_strides), CMCLConfig())
+    grids = [sampler.stage_grid(total_strides(encoder_strides[-k:]), 64) for k in (1, 2)]
+    assert sampler.num_locations == 8 and [g.available for g in grids] == [64, 512]
+    _, geometry = sampler.crop(torch.randn(2, 4, 8, 8, 8).repeat_interleave(16, 2).repeat_interleave(16, 3)
+                               .repeat_interleave(16, 4))
+    positions, _, _ = grids[1](geometry)
+    assert positions.shape == (2, 64, 3)
+    # 64 stage voxels spread over many bottleneck voxels, not one in each of the 8 bottleneck locations
+    cells = [{tuple(p) for p in positions[i].round().long().tolist()} for i in range(2)]
+    assert all(len(c) > 8 for c in cells)
+
+
+@pytest.mark.parametrize("ratio", [1, 2, 4])
+def test_worst_case_overlap_is_the_fewest_shared_stage_voxels(ratio):
+    # brute force: a stage voxel is shared when its index lies inside every view (flipped: Q_s - r - j)
+    torch.manual_seed(10)
+    sampler = make_sampler(replace(CMCLConfig(), view_strategy="single", num_views=4, add_full_view=False),
+                           patch=(64, 48), strides=(16, 16))
+    grid = sampler.stage_grid([ratio, ratio], 1)
+    _, geometry = sampler.crop(torch.randn(4000, 4, 64, 48))
+    offsets, flips, _ = geometry
+    size = torch.tensor([q * ratio for q in sampler.view_bottleneck])
+    local = grid.grid[None, None] - (offsets * ratio)[:, :, None]  # (V, B, N, d)
+    local = torch.where(flips[:, :, None], size - ratio - local, local)
+    shared = ((local >= 0) & (local < size)).all(dim=-1).all(dim=0).sum(dim=1)  # (B,)
+    assert int(shared.min()) == grid.available
 
 
 def test_bad_datasets_get_one_clear_error():
