@@ -116,13 +116,23 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
         print("nnunet-cmcl prepare: warning: -pl is deprecated, give the plans identifier with -p (nnU-Net's -pl "
               "names a planner)", file=sys.stderr)
         plans = args.pl
-    command = prepare(args.s, args.t, args.c, plans or "nnUNetPlans", args.np, args.tr)
+    command = prepare(args.s, args.t, args.c, plans or "nnUNetPlans", args.np, args.tr, args.num_gpus)
     print(f"[prepare] done. Pretrain with:\n  {command}")
     return 0
 
 
 def _add_pretrain_plans(sub) -> None:
-    p = sub.add_parser("pretrain-plans", help="write <plans>_CMCL: the target's plans with a batch sized for CMCL")
+    p = sub.add_parser(
+        "pretrain-plans", help="write the plans for pretraining with a trainer: the dataset's plans with a batch "
+                               "sized for its step",
+        description="Writes <plans><suffix of -tr> (nnUNetPlans_CMCL for nnUNetTrainerCMCL, nnUNetPlans_CMCL_DAE for "
+                    "nnUNetTrainerCMCL_DAE, ...) next to the dataset's plans: the same plans, architecture and "
+                    "preprocessed data, with the -c configuration's batch sized for that trainer's pretraining step. "
+                    "The batch is the largest, at most 4x the plans' batch and divisible by -num_gpus, whose step "
+                    "holds at most the feature maps of the vanilla step at the plans' batch on each GPU (nnU-Net's "
+                    "compute_conv_feature_map_size, which nnU-Net sizes its batch by), so the pretraining fits the GPU "
+                    "the plans were made for: larger for an encoder-only step, smaller for one that runs the decoder "
+                    "too. Prints the report and the nnUNetv2_train command that pretrains with them.")
     dataset_arguments(p, "dataset name or id (preprocessed)")
     pretraining_trainer_argument(p)
     p.set_defaults(func=_cmd_pretrain_plans)
@@ -131,7 +141,7 @@ def _add_pretrain_plans(sub) -> None:
 def _cmd_pretrain_plans(args: argparse.Namespace) -> int:
     from nnunet_cmcl.transfer.prepare import pretrain_plans
 
-    report, command = pretrain_plans(args.d, args.c, args.p, args.tr)
+    report, command = pretrain_plans(args.d, args.c, args.p, args.tr, args.num_gpus)
     print(report)
     print(f"pretrain with: {command}")
     return 0

@@ -26,9 +26,13 @@ def target_arguments(p: argparse.ArgumentParser) -> None:
 
 def pretraining_trainer_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("-tr", default="nnUNetTrainerCMCL",
-                   help="pretraining trainer the plans are sized for (default nnUNetTrainerCMCL; "
-                        "the batch is sized for that trainer's step: nnUNetTrainerCMCL_DAE runs the decoder too, so its "
-                        "batch grows less; it never falls below the target plans' batch)")
+                   help="pretraining trainer the plans are sized for (default nnUNetTrainerCMCL): the batch is the "
+                        "largest whose step holds at most the vanilla step's feature maps by nnU-Net's estimate, at "
+                        "most 4x the target's; it shrinks for a step that runs the decoder too (_DAE, _recon)")
+    # nnUNetv2_train's spelling: nnU-Net splits the plans' batch over the GPUs
+    p.add_argument("-num_gpus", type=int, default=1,
+                   help="GPUs the pretraining runs on, as nnUNetv2_train -num_gpus (default 1); the batch is made "
+                        "divisible by it")
 
 
 def device_argument(p: argparse.ArgumentParser, default: str | None = "cuda", choices: tuple[str, ...] = DEVICES,

@@ -29,7 +29,8 @@ PROGRESS_INTERVAL = float(os.environ.get("nnUNet_CMCL_progress_interval", "60"))
 
 
 def command_of(run: Run, dataset: str, configuration: str, plans: str, device: str) -> list[str]:
-    command = ["nnUNetv2_train", run.dataset or dataset, configuration, run.fold, "-tr", run.trainer, "-p", plans, "-device", device]
+    command = ["nnUNetv2_train", run.dataset or dataset, configuration, run.fold, "-tr", run.trainer, "-p",
+               run.plans or plans, "-device", device]
     if any(isfile(join(run.fold_folder, f)) for f in CHECKPOINTS):
         # its weights are in the checkpoint (nnU-Net refuses --c with -pretrained_weights); a final checkpoint
         # without validation: --c runs the validation

@@ -34,6 +34,9 @@ class Arm:
     # the label of the arm that trains this arm's schedule from random weights: the table pairs the two, so the
     # difference is the pretrained weights' alone. None: the schedule is the baseline's (or there is no control)
     control: str | None = None
+    # the plans identifier the pretraining trains with, e.g. the plans `write_pretraining_plans` sized for its step
+    # (a reconstructing step holds more than the vanilla one); None: the study's plans
+    pretraining_plans: str | None = None
 
 
 @dataclass
@@ -50,6 +53,7 @@ class Run:
     n_labeled: int | None = None
     seed: int | None = None
     dataset: str | None = None  # where the run trains, when not the study's dataset (a pretraining pool)
+    plans: str | None = None  # the plans identifier it trains with, when not the study's (a pretraining's own)
 
     @property
     def kind(self) -> str:
@@ -146,8 +150,9 @@ def plan_runs(name: str, configuration: str, plans: str, folds: list[int], fract
     images."""
     check_arms(arms, train_seeds)
 
-    def folder(trainer: str, fold: int, dataset: str = name) -> str:
-        return join(trainer_folder(join(nnUNet_results, dataset), trainer, plans, configuration), f"fold_{fold}")
+    def folder(trainer: str, fold: int, dataset: str = name, plans_identifier: str = plans) -> str:
+        return join(trainer_folder(join(nnUNet_results, dataset), trainer, plans_identifier, configuration),
+                    f"fold_{fold}")
 
     ensure_splits(name, configuration, plans)
     regimes = fraction_folds(name, folds, fractions, seed)
@@ -155,17 +160,19 @@ def plan_runs(name: str, configuration: str, plans: str, folds: list[int], fract
     repeat = _repeats(name, set(folds) | set(regimes.values()), train_seeds)
     pool_repeat = _repeats(pool, set(folds), train_seeds) if pool else repeat
     splits = load_json(join(nnUNet_preprocessed, name, "splits_final.json"))
-    pretrainers = list(dict.fromkeys(a.pretrainer for a in arms if a.pretrainer))
+    # a pretraining is a trainer with its plans: arms that share both share the run
+    pretrainers = list(dict.fromkeys((a.pretrainer, a.pretraining_plans) for a in arms if a.pretrainer))
     runs = []
     for s in seeds:
         pretrained = {}
-        for pretrainer in pretrainers:
+        for pretrainer, pretraining_plans in pretrainers:
             for source in folds:
                 fold = pool_repeat[(source, s)]
                 images = f"the pool {pool} and " if pool else ""
                 run = Run(f"pretraining on {images}the training images of fold {source}{_seed_text(s)} (fold {fold})",
-                          pretrainer, str(fold), folder(pretrainer, fold, pool or name), dataset=pool)
-                pretrained[(pretrainer, source)] = run.done_file
+                          pretrainer, str(fold), folder(pretrainer, fold, pool or name, pretraining_plans or plans),
+                          dataset=pool, plans=pretraining_plans)
+                pretrained[(pretrainer, pretraining_plans, source)] = run.done_file
                 runs.append(run)
         for (source, fraction), regime_fold in sorted(regimes.items()):
             fold = repeat[(regime_fold, s)]
@@ -173,6 +180,6 @@ def plan_runs(name: str, configuration: str, plans: str, folds: list[int], fract
             for arm in arms:
                 runs.append(Run(f"{arm.label}, fold {source} with {n_labeled} labeled cases{_seed_text(s)} (fold "
                                 f"{fold})", arm.trainer, str(fold), folder(arm.trainer, fold),
-                                pretrained[(arm.pretrainer, source)] if arm.pretrainer else None, arm.label, source,
-                                fraction, n_labeled, s))
+                                pretrained[(arm.pretrainer, arm.pretraining_plans, source)] if arm.pretrainer else None,
+                                arm.label, source, fraction, n_labeled, s))
     return runs

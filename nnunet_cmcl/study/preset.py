@@ -183,17 +183,40 @@ GPU_ARMS = (Arm("nnU-Net", "nnUNetTrainerSeeded"),
             Arm("CMCL + reconstruction", "nnUNetTrainerCMCLFinetune_fromDAE", "nnUNetTrainerCMCL_DAE"))
 
 
+def with_pretraining_plans(arms: list[Arm], dataset: str, configuration: str, plans: str) -> list[Arm]:
+    """The arms, each pretraining with plans sized for its pretrainer's step (``write_pretraining_plans``, written
+    next to ``plans``): a step that reconstructs through the decoder holds more than the vanilla step, so with
+    the target plans it would not fit the GPU they were made for."""
+    from dataclasses import replace
+
+    from batchgenerators.utilities.file_and_folder_operations import join, load_json
+    from nnunetv2.paths import nnUNet_preprocessed
+
+    from nnunet_cmcl.plans.pretraining import find_pretraining_trainer, write_pretraining_plans
+    from nnunet_cmcl.study.experiment import check_inputs
+
+    folder = join(nnUNet_preprocessed, check_inputs(dataset, configuration, plans))
+    target, dataset_json = load_json(join(folder, plans + ".json")), load_json(join(folder, "dataset.json"))
+    written = {}
+    for pretrainer in dict.fromkeys(a.pretrainer for a in arms if a.pretrainer):
+        written[pretrainer], report, _ = write_pretraining_plans(
+            folder, target, configuration, dataset_json, find_pretraining_trainer(pretrainer), dataset)
+        _step(f"pretraining plans {written[pretrainer]}: {report}")
+    return [replace(a, pretraining_plans=written[a.pretrainer]) if a.pretrainer else a for a in arms]
+
+
 def run_gpu_study(dataset: str, configuration: str = "3d_fullres", plans: str = "nnUNetPlans",
                   device: str = "cuda") -> str:
     """The same study on a planned and preprocessed dataset of the user's with nnU-Net's budgets (1000 epochs):
-    5 folds, all labels and 10 % of them, 3 training seeds, every arm, every modality left out once."""
+    5 folds, all labels and 10 % of them, 3 training seeds, every arm, every modality left out once. Each
+    pretraining trains with its own plans (``with_pretraining_plans``), the arms with ``plans``."""
     from batchgenerators.utilities.file_and_folder_operations import join, load_json
     from nnunetv2.paths import nnUNet_preprocessed
 
     from nnunet_cmcl.naming import channel_list, dataset_name
     from nnunet_cmcl.study.experiment import evaluate_missing_modalities, report_experiment, run_experiment
 
-    arms = list(GPU_ARMS)
+    arms = with_pretraining_plans(list(GPU_ARMS), dataset, configuration, plans)
     name, runs = run_experiment(dataset, configuration, plans, [0, 1, 2, 3, 4], [1.0, 0.1], 0, arms, device,
                                 [0, 1, 2], study="study gpu")
     modalities = channel_list(load_json(join(nnUNet_preprocessed, dataset_name(dataset), "dataset.json"))[

@@ -24,7 +24,7 @@ from nnunet_cmcl.atomic import folder_written_atomically
 from nnunet_cmcl.data.checks import check_finite_images
 from nnunet_cmcl.errors import CMCLInputError
 from nnunet_cmcl.naming import channel_list, dataset_name
-from nnunet_cmcl.plans.pretraining import find_pretraining_trainer, write_pretraining_plans
+from nnunet_cmcl.plans.pretraining import derive_pretraining_plans, find_pretraining_trainer, write_pretraining_plans
 
 
 def _preprocess_images_only_case(args) -> str:
@@ -63,9 +63,9 @@ def preprocess_images_only(name: str, plans: dict, configuration: str, dataset_j
 
 
 def prepare(target: str, pretrain: str, configuration: str = "3d_fullres", plans_identifier: str = "nnUNetPlans",
-            processes: int = 4, trainer: str = "nnUNetTrainerCMCL") -> str:
-    """Prepares ``pretrain`` for pretraining with ``trainer`` and the plans of ``target``; returns the
-    nnUNetv2_train command."""
+            processes: int = 4, trainer: str = "nnUNetTrainerCMCL", num_gpus: int = 1) -> str:
+    """Prepares ``pretrain`` for pretraining with ``trainer`` on ``num_gpus`` GPUs and the plans of ``target``;
+    returns the nnUNetv2_train command."""
     trainer_class = find_pretraining_trainer(trainer)
     target_name, pretrain_name = dataset_name(target), dataset_name(pretrain)
     if target_name == pretrain_name:
@@ -88,6 +88,9 @@ def prepare(target: str, pretrain: str, configuration: str = "3d_fullres", plans
             f"channel order (file suffix _0000 = {target_channels[0]}, ...)")
     if configuration not in load_json(target_plans_file)["configurations"]:
         raise CMCLInputError(f"configuration {configuration} is not in {target_plans_file}")
+    # the moved plans are the target's: a batch that cannot be split over the GPUs is refused before preprocessing
+    derive_pretraining_plans(load_json(target_plans_file), configuration, pretrain_json, trainer_class,
+                             num_gpus=num_gpus)
     check_finite_images(join(nnUNet_raw, pretrain_name), processes)  # a NaN voxel would poison every step later
 
     folder = join(nnUNet_preprocessed, pretrain_name)
@@ -111,19 +114,23 @@ def prepare(target: str, pretrain: str, configuration: str = "3d_fullres", plans
         n = preprocess_images_only(pretrain_name, plans, configuration, pretrain_json, processes)
         print(f"[prepare] {n} unlabeled cases preprocessed")
     plans_name, report, command = write_pretraining_plans(folder, plans, configuration, pretrain_json, trainer_class,
-                                                          pretrain_name[7:10])
+                                                          pretrain_name[7:10], num_gpus)
     print(f"[prepare] pretraining plans {plans_name}: {report}")
     return command
 
 
-def pretrain_plans(dataset: str, configuration: str, plans_identifier: str, trainer: str) -> tuple[str, str]:
-    """Writes the pretraining plans of an already preprocessed ``dataset`` for ``trainer``; returns (report,
-    the nnUNetv2_train command)."""
+def pretrain_plans(dataset: str, configuration: str, plans_identifier: str, trainer: str,
+                   num_gpus: int = 1) -> tuple[str, str]:
+    """Writes the pretraining plans of an already preprocessed ``dataset`` for ``trainer`` on ``num_gpus`` GPUs;
+    returns (report, the nnUNetv2_train command)."""
     trainer_class = find_pretraining_trainer(trainer)
     folder = join(nnUNet_preprocessed, dataset_name(dataset))
     plans_file = join(folder, plans_identifier + ".json")
     if not isfile(plans_file):
         raise CMCLInputError(f"{plans_file} does not exist; plan the dataset first")
+    if configuration not in load_json(plans_file)["configurations"]:
+        raise CMCLInputError(f"configuration {configuration} is not in {plans_file}; give one of its configurations")
     _, report, command = write_pretraining_plans(folder, load_json(plans_file), configuration,
-                                                 load_json(join(folder, "dataset.json")), trainer_class, dataset)
+                                                 load_json(join(folder, "dataset.json")), trainer_class, dataset,
+                                                 num_gpus)
     return report, command
