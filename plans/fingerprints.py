@@ -55,9 +55,12 @@ def dataset_json_of(dataset: DatasetDescription) -> dict:
 
 @contextlib.contextmanager
 def _nnunet_folders(root: str):
-    """nnUNet_raw and nnUNet_preprocessed under ``root`` while inside (nnunetv2.paths reads them when used)."""
-    saved = {k: os.environ.get(k) for k in ("nnUNet_raw", "nnUNet_preprocessed")}
+    """nnUNet_raw and nnUNet_preprocessed under ``root`` while inside (nnunetv2.paths reads them when used), and
+    nnUNet_n_proc_DA at least 1: nnU-Net's planner sets torch's thread count from it and fails on 0."""
+    saved = {k: os.environ.get(k) for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_n_proc_DA")}
     os.environ.update(nnUNet_raw=join(root, "raw"), nnUNet_preprocessed=join(root, "preprocessed"))
+    if saved["nnUNet_n_proc_DA"] is not None:
+        os.environ["nnUNet_n_proc_DA"] = str(max(1, int(saved["nnUNet_n_proc_DA"])))
     try:
         yield
     finally:

@@ -1,5 +1,7 @@
 """Pretraining plans: only pretraining trainers are found, and on nnU-Net's standard plans of a BraTS-like dataset
 every shipped pretrainer's step stays within the vanilla step's memory by nnU-Net's estimate."""
+import os
+
 import pytest
 
 from nnunet_cmcl.errors import CMCLInputError
@@ -77,3 +79,14 @@ def test_a_batch_that_cannot_be_split_over_the_gpus_is_refused_in_one_line(brats
     assert "\n" not in str(e.value)
     with pytest.raises(CMCLInputError, match="-num_gpus 0: .* 1 or more"):
         derive_pretraining_plans(default, "3d_fullres", dataset_json, nnUNetTrainerCMCL_DAE, num_gpus=0)
+
+
+def test_fingerprint_planning_works_with_batches_drawn_in_the_main_process(monkeypatch):
+    # nnU-Net's planner sets torch's thread count from nnUNet_n_proc_DA, and 0 (the tests' and benchmarks'
+    # setting for in-process augmentation) made it fail
+    from nnunet_cmcl.plans.fingerprints import BRATS_LIKE, standard_plans
+
+    monkeypatch.setenv("nnUNet_n_proc_DA", "0")
+    plans, _ = standard_plans(BRATS_LIKE, planners=("ExperimentPlanner",))
+    assert tuple(plans["nnUNetPlans"]["configurations"]["3d_fullres"]["patch_size"]) == (128, 128, 128)
+    assert os.environ["nnUNet_n_proc_DA"] == "0"  # restored afterwards
