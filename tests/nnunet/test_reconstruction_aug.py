@@ -4,9 +4,11 @@ own commands, from pretraining to fine-tuning with -pretrained_weights."""
 import glob
 import json
 import math
+import random
 import re
 import sys
 
+import numpy as np
 import pytest
 import torch
 from batchgenerators.utilities.file_and_folder_operations import isfile, join, load_json
@@ -48,6 +50,10 @@ def make_trainer(cls, env: dict, monkeypatch):
 
 def test_reconstruction_trains_encoder_and_decoder_and_its_loss_falls_on_a_fixed_batch(phantom_env, monkeypatch,
                                                                                        tmp_path):
+    # the batch too is fixed: nnU-Net's loader and transforms draw from numpy and random, which were unseeded (one
+    # run in a few drew a batch whose loss fell to 0.71 of its start, not below 0.7)
+    np.random.seed(0)
+    random.seed(0)
     torch.manual_seed(0)
     trainer = make_trainer(nnUNetTrainerCMCL_DAE, phantom_env, monkeypatch)
     trainer.on_train_start()
