@@ -2,7 +2,8 @@
 
 The CMCL step runs only the encoder, on sub-crops of the patch, so it holds fewer feature maps than the
 vanilla step. nnU-Net sizes its batch by the feature-map volume of the network
-(``compute_conv_feature_map_size``); the freed volume here buys more samples, hence more negatives. A trainer
+(``compute_conv_feature_map_size``); the freed volume here buys more samples, hence more negatives, less what the
+dense loss's logits hold (``dense_logits_per_sample``: up to a sixth of a 2d sample, under 1 % in 3d). A trainer
 that also reconstructs (nnUNetTrainerCMCL_DAE, _recon) runs the decoder on every view too and can hold more than
 the vanilla step: its batch shrinks until the step fits the memory the target plans were sized for.
 """
@@ -55,6 +56,28 @@ class PretrainingBatch(NamedTuple):
         return self.batch * self.per_sample / (self.num_gpus * self.target)
 
 
+# The dense loss's logits stay float32 under any autocast. Bytes kept for backward per logit: 4.4, measured with
+# saved_tensors_hooks on the 2d plans' shapes; bytes per element of nnU-Net's estimate in a half-precision step:
+# 4.1 (8.2 in float32, the vanilla step's activations on the default 3d_fullres plan at batch 1 against its
+# estimate, docs/standard_plans.md, halved). So one logit costs about this many feature-map elements
+LOGIT_FEATURE_ELEMENTS = 4.4 / 4.1
+
+
+def dense_logits_per_sample(sampler: ViewSampler, encoder_strides, config, batch: int) -> int:
+    """Logits one sample's dense anchors make across all dense terms at a (global) ``batch``: V * M anchors, each
+    against the V * M embeddings of every sample in its group (CMCLLoss: at most ``dense_max_candidates`` in all,
+    one sample at least) or, unbounded, of the whole batch."""
+    if config.weight_dense <= 0:
+        return 0
+    v = sampler.num_views
+    counts = [sampler.num_locations] + [
+        sampler.stage_grid(total_strides(encoder_strides[-k:]), config.stage_locations).num_locations
+        for k in range(1, config.dense_stages + 1)]
+    bound = config.dense_max_candidates
+    group = lambda m: min(batch, max(1, bound // (v * m))) if bound else batch  # noqa: E731 (samples an anchor sees)
+    return sum(v * m * v * m * group(m) for m in counts)
+
+
 def size_pretraining_batch(plans: dict, configuration: str, dataset_json: dict,
                            trainer_class: type = nnUNetTrainerCMCL, max_factor: float = 4.0,
                            num_gpus: int = 1) -> PretrainingBatch:
@@ -79,9 +102,17 @@ def size_pretraining_batch(plans: dict, configuration: str, dataset_json: dict,
     vanilla = float(network.compute_conv_feature_map_size(conf.patch_size))
     reconstructs = config.weight_reconstruction > 0
     in_step = network if reconstructs else network.encoder
-    per_sample = sampler.num_views * float(in_step.compute_conv_feature_map_size(sampler.crop_size)) / vanilla
-    # the tolerance keeps a step of exactly the vanilla volume from losing a sample to rounding
-    fits = math.floor(conf.batch_size * min(max_factor, num_gpus / per_sample) * (1 + 1e-9))
+    maps = sampler.num_views * float(in_step.compute_conv_feature_map_size(sampler.crop_size)) / vanilla
+
+    def per_sample(batch: int) -> float:  # feature maps plus the dense logits, which grow with the batch
+        logits = dense_logits_per_sample(sampler, network.encoder.strides, config, batch)
+        return maps + LOGIT_FEATURE_ELEMENTS * logits / vanilla
+
+    # the largest batch within max_factor whose step fits; the tolerance keeps a step of exactly the vanilla
+    # volume from losing a sample to rounding
+    fits = math.floor(conf.batch_size * max_factor * (1 + 1e-9))
+    while fits > 0 and fits * per_sample(fits) > num_gpus * conf.batch_size * (1 + 1e-9):
+        fits -= 1
     batch = fits - fits % num_gpus
     if batch == 0 and num_gpus > 1:
         raise CMCLInputError(
@@ -89,7 +120,7 @@ def size_pretraining_batch(plans: dict, configuration: str, dataset_json: dict,
             f"(within {max_factor:g}x the plans' batch {conf.batch_size} and the vanilla step's memory per GPU), "
             f"fewer samples than GPUs; give -num_gpus {max(fits, 1)} or less")
     # one sample that holds more than the vanilla step still runs on one GPU: the smallest batch there is
-    return PretrainingBatch(conf.batch_size, max(batch, 1), per_sample, sampler, reconstructs, num_gpus)
+    return PretrainingBatch(conf.batch_size, max(batch, 1), per_sample(max(batch, 1)), sampler, reconstructs, num_gpus)
 
 
 def derive_pretraining_plans(plans: dict, configuration: str, dataset_json: dict,

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, fields
 VIEW_STRATEGIES = ("partition", "single", "augment")
 # fields added with a default that switches a feature on: a stored config without them was trained with it off
 LEGACY_DEFAULTS = {"flip_views": False, "dense_inside_image": False, "full_view_disruption": 0.0, "queue_size": 0,
-                   "dense_stages": 0}
+                   "dense_stages": 0, "dense_max_candidates": 0}
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,12 @@ class CMCLConfig:
     # views (capped by it): 64 gives every standard plan at least one stage with 64 locations of its own (3d_fullres
     # 128^3: the stride-8 stage's overlap holds at least 512). Each term's logits grow as (V*B*M)^2, so a fixed number
     stage_locations: int = 64
+    # a dense anchor is scored against at most this many location embeddings (0: all of the global batch's): the
+    # samples are cut into groups of max(1, this // (V * M)) and an anchor's negatives come from its own group.
+    # A memory bound, not a tuned value: it leaves every 3d_fullres plan's batch whole (3 views x 4 samples x 64
+    # locations = 768) and holds the 2d plans' logits (132 samples x 3 views x 64 = 25,344 embeddings, 2.6 GB
+    # a term in float32 unbounded) to under 0.5 GB a term (docs/standard_plans.md)
+    dense_max_candidates: int = 4096
 
     def __post_init__(self) -> None:
         if self.view_strategy not in VIEW_STRATEGIES:
@@ -93,6 +99,8 @@ class CMCLConfig:
                              "weight_reconstruction > 0: reconstruction-only pretraining)")
         if self.learning_rate <= 0 or self.weight_decay < 0:
             raise ValueError("learning_rate must be > 0 and weight_decay >= 0")
+        if self.dense_max_candidates < 0:
+            raise ValueError("dense_max_candidates must be >= 0 (0: no bound)")
         if self.max_shift_steps < 0 or min(self.dense_locations, self.stage_locations, self.head_hidden,
                                            self.head_out) < 1:
             raise ValueError("max_shift_steps must be >= 0; dense_locations, stage_locations, head_hidden, "

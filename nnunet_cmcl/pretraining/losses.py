@@ -9,9 +9,10 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
-from nnunet_cmcl.dist import all_gather_cat, gather_samples
+from nnunet_cmcl.dist import all_gather_cat, distributed, gather_samples
 from nnunet_cmcl.pretraining.config import CMCLConfig
 
 # finite stand-in for -inf: a row without negatives must give a zero loss, not NaN gradients
@@ -28,7 +29,8 @@ def multi_positive_info_nce(anchors: torch.Tensor, candidates: torch.Tensor, anc
                             temperature: float, near: torch.Tensor | None = None,
                             case_ids: torch.Tensor | None = None,
                             extra_negatives: tuple[torch.Tensor, torch.Tensor] | None = None,
-                            valid: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+                            valid: tuple[torch.Tensor, torch.Tensor] | None = None,
+                            max_candidates: int = 0, anchor_start: int = 0) -> torch.Tensor:
     """Symmetric multi-positive InfoNCE over views.
 
     anchors (V, B, M, D): V views of B samples at M locations (M = 1 for global embeddings).
@@ -48,16 +50,42 @@ def multi_positive_info_nce(anchors: torch.Tensor, candidates: torch.Tensor, anc
     locations m' != m of the same sample with not near[b, m, m'] in every view. Returns the mean of l
     over all valid anchors and their positives (for V = 2 and M = 1: SimCLR's NT-Xent); 0, with a gradient path,
     when no anchor is valid.
+
+    max_candidates > 0 bounds the candidates an anchor is scored against: when the N samples hold more than
+    max_candidates location embeddings (V * N * M), they are cut into consecutive groups of
+    G = max(1, max_candidates // (V * M)) samples, and an anchor's negatives are those of its own group. The
+    logits then grow as B * G, not (B * N), so a 2d batch of a hundred samples stays within memory.
+    ``anchor_start``: the index of anchors[:, 0] among the N samples (this rank's first sample; the anchors
+    are consecutive), so every rank cuts the same groups without asking the device.
     """
     with torch.autocast(anchors.device.type, enabled=False):  # float32 also inside an autocast region
-        return _info_nce(anchors.float(), candidates.float(), anchor_index, temperature, near, case_ids,
-                         extra_negatives, valid)
+        a, c = anchors.float(), candidates.float()
+        v, b, m = a.shape[:3]
+        n = c.shape[1]
+        group = max(1, max_candidates // (v * m)) if max_candidates > 0 else n
+        if group >= n:
+            total, count = _info_nce(a, c, anchor_index, temperature, near, case_ids, extra_negatives, valid)
+            return total / count.clamp(min=1.0)
+        if case_ids is None:
+            case_ids = torch.arange(n, device=a.device)
+        total, count = a.new_zeros(()), a.new_zeros(())
+        for first in range(anchor_start // group * group, anchor_start + b, group):
+            lo, hi = max(first, anchor_start) - anchor_start, min(first + group, anchor_start + b) - anchor_start
+            last = min(first + group, n)
+            index = torch.arange(lo + anchor_start - first, hi + anchor_start - first, device=a.device)
+            extra = None if extra_negatives is None else (extra_negatives[0], extra_negatives[1][lo:hi])
+            part = None if valid is None else (valid[0][lo:hi], valid[1][first:last])
+            t, k = _info_nce(a[:, lo:hi], c[:, first:last], index, temperature,
+                             None if near is None else near[lo:hi], case_ids[first:last], extra, part)
+            total, count = total + t, count + k
+        return total / count.clamp(min=1.0)
 
 
 def _info_nce(a: torch.Tensor, c: torch.Tensor, anchor_index: torch.Tensor, temperature: float,
               near: torch.Tensor | None, case_ids: torch.Tensor | None,
               extra_negatives: tuple[torch.Tensor, torch.Tensor] | None,
-              valid: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+              valid: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sum of the loss terms, their count) of multi_positive_info_nce, so groups can be pooled."""
     v, b, m, d = a.shape
     n = c.shape[1]
     if case_ids is None:
@@ -83,10 +111,11 @@ def _info_nce(a: torch.Tensor, c: torch.Tensor, anchor_index: torch.Tensor, temp
     off_diagonal = 1.0 - torch.eye(v, device=a.device)
     weights = off_diagonal[:, :, None, None].expand(v, v, b, m)
     if valid is None:
-        return (terms * weights).sum() / (v * (v - 1) * b * m)
-    # weights, not indexing, and a count clamped to 1: fixed shapes, and 0 (not NaN) without any valid anchor
+        return (terms * weights).sum(), terms.new_tensor(float(v * (v - 1) * b * m))
+    # weights, not indexing, and a count clamped to 1 by the caller: fixed shapes, and 0 (not NaN) without any
+    # valid anchor
     weights = weights * valid[0].to(terms.dtype)
-    return (terms * weights).sum() / weights.sum().clamp(min=1.0)
+    return (terms * weights).sum(), weights.sum()
 
 
 class CMCLLoss(nn.Module):
@@ -98,7 +127,8 @@ class CMCLLoss(nn.Module):
     forward(out, case_ids, queue): ``out`` holds 'global' (V, B, D) and/or 'dense' (V, B, M, D) with 'positions'
     (B, M, d), and any 'dense_stage{k}' with 'positions_stage{k}' (``dense_stages``), each dense term with its
     'inside' / 'inside_stage{k}' (B, M) bool: with ``dense_inside_image`` the locations outside the image are no
-    anchors, positives or negatives (absent: all count); case_ids (B,) is an integer
+    anchors, positives or negatives (absent: all count); each dense anchor is scored against at most
+    ``dense_max_candidates`` location embeddings (consecutive groups of samples, multi_positive_info_nce); case_ids (B,) is an integer
     per sample naming its case, equal on every rank for the same case (other patches of one case are no
     negatives); queue (keys (Q, D), case ids (Q,), filled (Q,)) or None: more negatives for the global term
     (``KeyQueue.negatives()``), those of the anchor's case masked. Returns 'loss' and
@@ -112,6 +142,7 @@ class CMCLLoss(nn.Module):
         self.weights = {"loss_global": config.weight_global, "loss_dense": config.weight_dense}
         self.exclusion_radius = config.dense_exclusion_radius
         self.mask_outside = config.dense_inside_image
+        self.max_candidates = config.dense_max_candidates
         # distances in units of the finest axis' bottleneck voxel, so the radius means the same physical distance
         # along every axis of anisotropic data (a 3 x 1 x 1 mm scan's bottleneck voxels are 3x longer along z)
         spacing = torch.tensor(bottleneck_spacing if bottleneck_spacing is not None else [1.0], dtype=torch.float)
@@ -141,8 +172,11 @@ class CMCLLoss(nn.Module):
             valid = None
             if inside is not None:  # gloo gathers no bool tensors
                 valid = (inside, all_gather_cat(inside.to(torch.uint8), dim=0).bool())
+            # this rank's samples start at rank * B of the gathered ones (gather_samples), known without the device
+            start = dist.get_rank() * out[key].shape[1] if distributed() else 0
             terms[f"loss_{key}"] = multi_positive_info_nce(out[key], candidates, index, self.temperature, near,
-                                                           case_ids, valid=valid)
+                                                           case_ids, valid=valid, max_candidates=self.max_candidates,
+                                                           anchor_start=start)
         # every dense term (the bottleneck's and each stage's above it) has weight_dense
         terms["loss"] = sum(self.weights.get(k, self.weights["loss_dense"]) * v for k, v in terms.items())
         return terms

@@ -128,3 +128,38 @@ def test_validation_metrics_of_two_ranks_equal_one_process(tmp_path):
     halves = [dense_validation_metrics(dense[:, :, p], inside[:, p], cases[:, p])["retrieval_top1"]
               for p in (slice(0, B), slice(B, 2 * B))]
     assert sum(halves) / WORLD != pytest.approx(single["retrieval_top1"])
+
+
+def bounded_losses_and_grads(dense, positions, cases, inside, bound=V * M * 2):
+    """The dense term alone with groups of 2 samples (V * M * 2 candidates), which straddle the ranks' halves."""
+    dense = dense.clone().requires_grad_()
+    config = CMCLConfig(temperature=0.1, weight_global=0.0, weight_dense=1.0, dense_exclusion_radius=1.5,
+                        dense_max_candidates=bound)
+    loss = CMCLLoss(config)({"dense": dense, "positions": positions, "inside": inside}, cases)["loss"]
+    loss.backward()
+    return loss.item(), dense.grad
+
+
+def bounded_worker(rank, port, out_dir):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    try:
+        _, dense, positions, cases, inside = make_inputs()
+        part = slice(rank * B, (rank + 1) * B)
+        torch.save(bounded_losses_and_grads(dense[:, part], positions[part], cases[part], inside[part]),
+                   os.path.join(out_dir, f"bounded{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_bounded_candidates_cut_the_same_groups_on_every_rank(tmp_path):
+    # groups {0, 1}, {2, 3}, {4, 5} of the global batch: rank 0 holds 0-2, rank 1 holds 3-5, so group {2, 3} has an
+    # anchor on each rank and every rank must find its anchors' group without asking the device
+    _, dense, positions, cases, inside = make_inputs()
+    single_loss, single_grad = bounded_losses_and_grads(dense, positions, cases, inside)
+    mp.start_processes(bounded_worker, args=(free_port(), str(tmp_path)), nprocs=WORLD, join=True,
+                       start_method="spawn")
+    results = [torch.load(tmp_path / f"bounded{r}.pt", weights_only=False) for r in range(WORLD)]
+    assert sum(r[0] for r in results) / WORLD == pytest.approx(single_loss, rel=1e-5)
+    assert torch.allclose(torch.cat([r[1] for r in results], dim=1) / WORLD, single_grad, atol=1e-6)
+    assert single_loss != pytest.approx(bounded_losses_and_grads(dense, positions, cases, inside, 0)[0], rel=1e-3)

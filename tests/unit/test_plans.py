@@ -67,6 +67,31 @@ def test_the_batch_grows_where_the_step_frees_memory_and_shrinks_where_it_needs_
     assert dae.per_sample > 1 and dae.batch < dae.target  # the decoder on every view too
 
 
+def test_the_dense_logits_count_in_the_batch_and_stay_bounded_on_2d(brats_plans):
+    # a 2d batch of a hundred samples: unbounded, every dense anchor would be scored against the whole batch's
+    # locations and the logits alone would outgrow the vanilla step
+    from dataclasses import replace
+
+    from nnunet_cmcl.plans.pretraining import dense_logits_per_sample, size_pretraining_batch
+
+    plans, dataset_json = brats_plans
+    cmcl = find_pretraining_trainer("nnUNetTrainerCMCL")
+    sized = size_pretraining_batch(plans["nnUNetPlans"], "2d", dataset_json, cmcl)
+    strides = plans["nnUNetPlans"]["configurations"]["2d"]["architecture"]["arch_kwargs"]["strides"]
+    config = cmcl.cmcl_config
+    bounded = dense_logits_per_sample(sized.sampler, strides, config, sized.batch)
+    unbounded = dense_logits_per_sample(sized.sampler, strides, replace(config, dense_max_candidates=0), sized.batch)
+    locations = 12 + 48 + 64  # bottleneck, then the two stages above it (docs/standard_plans.md)
+    v = sized.sampler.num_views
+    assert bounded <= v * locations * config.dense_max_candidates < unbounded / 4
+    # the step with its logits still fits, with fewer samples than the feature maps alone would allow
+    maps_only = size_pretraining_batch(plans["nnUNetPlans"], "2d", dataset_json,
+                                       type("NoDense", (cmcl,), {"cmcl_config": replace(config, weight_dense=0.0,
+                                                                                        weight_global=1.0,
+                                                                                        dense_stages=0)}))
+    assert sized.memory_ratio <= 1.0 and sized.batch < maps_only.batch
+
+
 def test_a_batch_that_cannot_be_split_over_the_gpus_is_refused_in_one_line(brats_plans):
     from nnunet_cmcl.plans.pretraining import derive_pretraining_plans
 

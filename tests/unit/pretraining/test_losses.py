@@ -99,6 +99,29 @@ def test_locations_outside_the_image_are_no_anchors_positives_or_negatives(views
     assert unmasked != pytest.approx(reference.item(), rel=1e-3)
 
 
+@pytest.mark.parametrize("views", [2, 3])
+def test_bounded_candidates_take_negatives_from_the_anchors_group_only(views):
+    # 6 samples of 3 locations; at most 3 * views * 2 candidates: groups of 2 samples ({0, 1}, {2, 3}, {4, 5}).
+    # This rank holds samples 1..4, so its first anchor is the second of its group
+    candidates = random_embeddings(views, 6, 3, 8, seed=14)
+    near = near_pairs(torch.tensor([[[0, 0, 0], [1, 0, 0], [3, 0, 0]]] * 6), 1.5)
+    index = torch.arange(1, 5)
+    ours = multi_positive_info_nce(candidates[:, 1:5], candidates, index, 0.1, near[1:5],
+                                   max_candidates=3 * views * 2, anchor_start=1)
+    total, count = 0.0, 0
+    for first, anchors in ((0, [1]), (2, [2, 3]), (4, [4])):
+        group = candidates[:, first:first + 2]
+        local = torch.tensor(anchors) - first
+        mean = reference_info_nce(group[:, local], group, local, 0.1, near[anchors])
+        total, count = total + mean * len(anchors), count + len(anchors)
+    assert ours.item() == pytest.approx((total / count).item(), rel=1e-5)
+    # a bound the batch does not reach changes nothing
+    whole = multi_positive_info_nce(candidates[:, 1:5], candidates, index, 0.1, near[1:5])
+    assert multi_positive_info_nce(candidates[:, 1:5], candidates, index, 0.1, near[1:5],
+                                   max_candidates=6 * 3 * views, anchor_start=1).item() == whole.item()
+    assert ours.item() != pytest.approx(whole.item(), rel=1e-3)
+
+
 def test_a_sample_without_inside_locations_contributes_nothing():
     candidates = random_embeddings(3, 3, 4, 8, seed=12)
     positions = torch.tensor([[[0, 0, 0], [2, 0, 0], [4, 0, 0], [6, 0, 0]]] * 3)
