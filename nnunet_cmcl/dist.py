@@ -78,3 +78,11 @@ def true_on_every_rank(flag: torch.Tensor) -> bool:
 
 def world_size() -> int:
     return dist.get_world_size() if distributed() else 1
+
+
+def broadcast_from_rank0(module: torch.nn.Module) -> None:
+    """Every rank's parameters and buffers of ``module`` become rank 0's, in place (DDP's wrapper holds the same
+    tensors). Nothing happens when not distributed."""
+    if distributed():
+        for tensor in module.state_dict().values():
+            dist.broadcast(tensor, src=0)

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
+from nnunet_cmcl.launch import RankPlacement
 from nnunet_cmcl.overrides import apply_overrides
 from nnunet_cmcl.run_settings import write_trainer_settings
 
@@ -69,10 +70,11 @@ def reseed_workers(augmenter, seeds: list[int]) -> bool:
     return True
 
 
-class SeededTraining:
+class SeededTraining(RankPlacement):
     """Mixin for nnUNetTrainer subclasses (put it before the nnU-Net class among the bases): reads the fold's
     training seed, seeds everything before the network is built, seeds the augmentation workers, and records
-    the seed in the log and in debug.json (``train_seed``)."""
+    the seed in the log and in debug.json (``train_seed``). Every trainer of the package has it, and through it
+    ``launch.RankPlacement``: each DDP rank on its own device, under nnU-Net's -num_gpus and under torchrun."""
 
     reads_train_seed = True  # the study refuses seeded folds for trainers without this
 

@@ -37,9 +37,13 @@ CATALOG: tuple[tuple[str, str, dict[str, str]], ...] = (
         "nnUNetTrainerCMCLFinetune_scratch": "the default schedule from random weights: a control",
         "nnUNetTrainerCMCLFinetune_warmup_scratch": "_warmup's schedule from random weights: its control",
         "nnUNetTrainerCMCLFinetune_lr1e3_scratch": "_lr1e3's schedule from random weights: its control",
+        "nnUNetTrainerCMCLFinetune_modalityDropout": "with p = 0.5 a sample loses a random proper subset of "
+                                                     "its modalities (set to 0)",
     }),
     ("Baselines", "nnUNetv2_train D C FOLD -tr NAME", {
         "nnUNetTrainerSeeded": "nnU-Net's default trainer plus the fold's training seed (the study's baseline)",
+        "nnUNetTrainerSeeded_modalityDropout": "the seeded baseline with the same modality dropout: "
+                                               "nnUNetTrainerCMCLFinetune_modalityDropout's control",
     }),
 )
 

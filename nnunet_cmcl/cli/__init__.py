@@ -1,5 +1,5 @@
 """The ``nnunet-cmcl`` command: argument parsing only. Each command has one ``_add_<command>`` function that
-declares its arguments (``add_<command>`` for the study commands, imported from study_commands) and one
+declares its arguments (``add_<command>`` for those imported from study_commands and missing_commands) and one
 ``_cmd_<command>`` that hands them to the library; the work lives in the library."""
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ import os
 import sys
 
 from nnunet_cmcl import __version__
-from nnunet_cmcl.cli.arguments import (check_paths, dataset_arguments, device_argument, pretraining_trainer_argument,
-                                      target_arguments)
+from nnunet_cmcl.cli.arguments import check_paths, dataset_arguments, pretraining_trainer_argument, target_arguments
+from nnunet_cmcl.cli.missing_commands import add_evaluate_missing, add_predict
 from nnunet_cmcl.cli.study_commands import add_demo, add_experiment, add_study
 from nnunet_cmcl.errors import CMCLInputError
+from nnunet_cmcl.train import add_arguments as train_arguments
 
 # ---------------------------------------------------------------- trainers and checkpoints
 
@@ -147,6 +148,25 @@ def _cmd_pretrain_plans(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- training beyond one machine
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="nnUNetv2_train for ranks started by torchrun: several machines, or the CPU",
+                       description="nnUNetv2_train's arguments (without -num_gpus) for ranks that torchrun started: "
+                                   "`torchrun --nnodes N --nproc-per-node G ... -m nnunet_cmcl.train D C F -tr T`, or "
+                                   "this command under torchrun. Each rank on cuda:LOCAL_RANK (NCCL) or, with -device "
+                                   "cpu, on the CPU (gloo); rank 0 writes. Without torchrun: nnUNetv2_train with one "
+                                   "process. See docs/multinode.md.")
+    train_arguments(p)
+    p.set_defaults(func=_cmd_train)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from nnunet_cmcl.train import run
+
+    return run(args)
+
+
 # ---------------------------------------------------------------- the study
 
 def _add_splits(sub) -> None:
@@ -195,25 +215,6 @@ def _print_comparison(result: dict, paths: dict[str, str]) -> None:
 
     print(format_table(result))
     print(f"written: {', '.join(paths.values())}")
-
-
-def _add_evaluate_missing(sub) -> None:
-    p = sub.add_parser("evaluate-missing", help="a fold's validation with one modality removed (nnU-Net's predictor "
-                                                "and evaluator)")
-    dataset_arguments(p, "dataset name or id")
-    p.add_argument("-tr", required=True, help="trainer")
-    p.add_argument("-f", type=int, required=True, help="fold")
-    p.add_argument("--drop", required=True, help="modality (channel name) to remove, e.g. T2")
-    device_argument(p)
-    p.set_defaults(func=_cmd_evaluate_missing)
-
-
-def _cmd_evaluate_missing(args: argparse.Namespace) -> int:
-    from nnunet_cmcl.evaluation.missing import evaluate_missing
-
-    summary = evaluate_missing(args.d, args.c, args.tr, args.f, args.drop, args.p, args.device)
-    print(f"written {summary}; compare trainers on it with --validation validation_missing_{args.drop}")
-    return 0
 
 
 # ---------------------------------------------------------------- data and the demo
@@ -269,8 +270,8 @@ def _cmd_check_data(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- the command
 
 COMMANDS = (_add_trainer_path, _add_trainers, _add_inspect, _add_verify, _add_export, _add_prepare,
-            _add_pretrain_plans, _add_splits, _add_compare, _add_evaluate_missing, add_experiment, _add_synth,
-            _add_check_data, add_demo, add_study)
+            _add_pretrain_plans, _add_train, _add_splits, _add_compare, add_evaluate_missing, add_predict,
+            add_experiment, _add_synth, _add_check_data, add_demo, add_study)
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(

@@ -47,8 +47,9 @@ def device_argument(p: argparse.ArgumentParser, default: str | None = "cuda", ch
 NEEDED_PATHS = {"verify": ("nnUNet_preprocessed",), "export": ("nnUNet_preprocessed",),
                 "prepare": ("nnUNet_raw", "nnUNet_preprocessed"), "pretrain-plans": ("nnUNet_preprocessed",),
                 "splits": ("nnUNet_preprocessed",), "compare": ("nnUNet_results",),
-                "evaluate-missing": ("nnUNet_preprocessed", "nnUNet_results"),
-                "experiment": ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"), "check-data": ("nnUNet_raw",)}
+                "evaluate-missing": ("nnUNet_preprocessed", "nnUNet_results"), "predict": ("nnUNet_results",),
+                "experiment": ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"), "check-data": ("nnUNet_raw",),
+                "train": ("nnUNet_preprocessed", "nnUNet_results")}
 
 
 def check_paths(command: str) -> None:

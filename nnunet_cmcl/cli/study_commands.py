@@ -33,14 +33,15 @@ def add_experiment(sub) -> None:
     p.add_argument("--pool", default=None, help="pretrain on this dataset (see `prepare`): its fold k holds an "
                                                 "unlabeled pool plus the training images of fold k")
     p.add_argument("--missing", nargs="+", default=None, metavar="MODALITY",
-                   help="also validate every all-labels model without each of these modalities")
+                   help="also validate every all-labels model without each of these modalities, or with 'all' "
+                        "without each proper non-empty subset of them (2^K - 2 validations per model: 14 for BraTS)")
     device_argument(p)
     p.set_defaults(func=_cmd_experiment)
 
 
 def _cmd_experiment(args: argparse.Namespace) -> int:
     from nnunet_cmcl.study.experiment import (check_modalities, default_arms, evaluate_missing_modalities,
-                                              report_experiment, run_experiment)
+                                              missing_subsets, report_experiment, run_experiment)
 
     baseline = args.baseline
     if args.train_seeds and baseline == "nnUNetTrainer":  # the default: nnU-Net's trainer reads no seed
@@ -50,8 +51,8 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
         check_modalities(args.d, args.missing)
     name, runs = run_experiment(args.d, args.c, args.p, args.folds, args.fractions, args.seed, arms, args.device,
                                 args.train_seeds, args.labeled, args.pool)
-    missing = evaluate_missing_modalities(name, args.c, args.p, runs, args.missing, args.device) if args.missing \
-        else None
+    missing = evaluate_missing_modalities(name, args.c, args.p, runs, missing_subsets(name, args.missing),
+                                          args.device) if args.missing else None
     print(report_experiment(name, args.c, args.p, runs, arms, missing=missing))
     return 0
 

@@ -36,3 +36,32 @@ def format_duration(seconds: float) -> str:
         return f"{minutes} min"
     hours, minutes = divmod(minutes, 60)
     return f"{hours} h {minutes:02d} min"
+
+
+# ---------------------------------------------------------------- table cells of the study reports
+
+DASH = "—"
+
+
+def is_nan(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def dice_cell(row: dict) -> str:
+    """'0.8123 [0.7901, 0.8302]': a row's Dice and its CI (stats.study_statistics' rows)."""
+    if is_nan(row["dice"]):
+        return DASH
+    return f"{format_number(row['dice'])} [{format_number(row['dice_ci_low'])}, {format_number(row['dice_ci_high'])}]"
+
+
+def diff_cell(row: dict) -> str:
+    """'+0.0123 [-0.0040, +0.0310]': a row's paired difference and its hierarchical CI."""
+    if is_nan(row["diff"]):
+        return DASH
+    low, high = format_number(row['ci_low'], '+.4f'), format_number(row['ci_high'], '+.4f')
+    return f"{format_number(row['diff'], '+.4f')} [{low}, {high}]"
+
+
+def wtl_cell(row: dict) -> str:
+    """'5/1/2': wins, ties, losses."""
+    return DASH if is_nan(row["wins"]) else f"{row['wins']}/{row['ties']}/{row['losses']}"

@@ -10,7 +10,7 @@ each file written whole or not at all.
 - paired_differences.png: per label regime, each arm's class-mean difference to the baseline with its CI, against
   the A/A noise floor (paired_differences.py; scripts/plot_study.py redraws it from study.csv);
 - learning_curves.png: EMA pseudo Dice per epoch, a panel per label regime, a colour per arm, a line per seed;
-- missing_modality.png: class-mean Dice with CI per arm and evaluation condition, at the largest label regime.
+- missing_modality.png and missing_heatmap.png, with the missing-modality section of study.md: missing_report.py.
 """
 from __future__ import annotations
 
@@ -27,22 +27,19 @@ from nnunet_cmcl.atomic import write_text_atomically
 from nnunet_cmcl.errors import CMCLInputError
 from nnunet_cmcl.evaluation.compare import MEAN
 from nnunet_cmcl.evaluation.figures import arm_color, new_figure, save_png
-from nnunet_cmcl.evaluation.formatting import format_duration, format_number, format_p, nan_to_none
+from nnunet_cmcl.evaluation.formatting import (DASH, diff_cell, dice_cell, format_duration, format_number, format_p,
+                                               is_nan, nan_to_none, wtl_cell)
+from nnunet_cmcl.evaluation.missing_report import missing_section, write_missing_figures
 from nnunet_cmcl.evaluation.paired_differences import plot_paired_differences
 from nnunet_cmcl.evaluation.stats import CONVERGENCE_TOLERANCE
 
 COLUMNS = ("n_labeled", "fractions", "class", "class_name", "arm", "kind", "against", "seeds", "dice", "dice_ci_low",
            "dice_ci_high", "n_dice", "n_dice_nan", "diff", "ci_low", "ci_high", "seed_diffs", "wins", "ties",
            "losses", "n", "n_nan_dropped", "p_wilcoxon", "note")
-DASH = "—"
 TABLE_KINDS = ("baseline", "aa", "arm")  # the rows of a regime's main table; "control" rows get a table of their own
 
 
 # ---------------------------------------------------------------- text pieces
-
-def _nan(value) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
 
 def _name(class_names: dict, key: str) -> str:
     return str(class_names.get(key, key))
@@ -62,29 +59,12 @@ def _regime_title(regime: dict) -> str:
     return f"{regime['n_labeled']} labeled cases" + (f" (fraction {fractions})" if fractions else "")
 
 
-def _dice_cell(row: dict) -> str:
-    if _nan(row["dice"]):
-        return DASH
-    return f"{format_number(row['dice'])} [{format_number(row['dice_ci_low'])}, {format_number(row['dice_ci_high'])}]"
-
-
-def _diff_cell(row: dict) -> str:
-    if _nan(row["diff"]):
-        return DASH
-    low, high = format_number(row['ci_low'], '+.4f'), format_number(row['ci_high'], '+.4f')
-    return f"{format_number(row['diff'], '+.4f')} [{low}, {high}]"
-
-
 def _seed_diffs(row: dict, spec: str = "+.4f", sep: str = ", ") -> str:
     parts = []
     for d in row["seed_diffs"]:
         who = _seed(d["seed"]) if d["vs_seed"] == d["seed"] else f"{_seed(d['vs_seed'])}-{_seed(d['seed'])}"
         parts.append(f"{who} {format_number(d['diff'], spec)}")
     return sep.join(parts) or DASH
-
-
-def _wtl(row: dict) -> str:
-    return DASH if _nan(row["wins"]) else f"{row['wins']}/{row['ties']}/{row['losses']}"
 
 
 def _rows_of(result: dict, n_labeled, key: str, kinds=TABLE_KINDS) -> list[dict]:
@@ -108,8 +88,8 @@ def _table(result: dict, n_labeled, key: str, kinds=TABLE_KINDS, against: str = 
     rows = _rows_of(result, n_labeled, key, kinds)
     for r in rows:
         n = r["n_dice"] if r["kind"] == "baseline" else r["n"]
-        lines.append(f"| {_arm_label(r)} | {_dice_cell(r)} | {_diff_cell(r)} | {_seed_diffs(r)} | {_wtl(r)} | "
-                     f"{DASH if r['kind'] == 'baseline' else format_p(r['p_wilcoxon'])} | {DASH if _nan(n) else n} |")
+        lines.append(f"| {_arm_label(r)} | {dice_cell(r)} | {diff_cell(r)} | {_seed_diffs(r)} | {wtl_cell(r)} | "
+                     f"{DASH if r['kind'] == 'baseline' else format_p(r['p_wilcoxon'])} | {DASH if is_nan(n) else n} |")
     notes = [f"- {_arm_label(r)}: {r['note']}" for r in rows if r["note"]]
     return "\n".join(lines + ([""] + notes if notes else []))
 
@@ -159,23 +139,6 @@ def _convergence_section(curves: list[dict]) -> list[str]:
     return lines + [""]
 
 
-def _largest_regime_rows(result: dict) -> dict[str, dict]:
-    """{arm: its class-mean row} at the largest n_labeled (all labels)."""
-    return _arm_rows(result, max(g["n_labeled"] for g in result["regimes"]), MEAN)
-
-
-def _missing_section(missing: dict) -> list[str]:
-    conditions = list(missing)
-    arms = list(dict.fromkeys(a for res in missing.values() for a in res["arms"]))
-    rows = {c: _largest_regime_rows(missing[c]) for c in conditions}
-    lines = ["## Missing modalities (class-mean Dice [CI], largest label regime)", "",
-             "| arm | " + " | ".join(conditions) + " |", "|" + "---|" * (len(conditions) + 1)]
-    for arm in arms:
-        cells = [_dice_cell(rows[c][arm]) if arm in rows[c] else DASH for c in conditions]
-        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
-    return lines + [""]
-
-
 def _wall_time_section(wall_time: dict[str, list[float]]) -> list[str]:
     lines = ["## Wall time", "",
              "Time in nnU-Net's trainer by its training logs, first to last line of each run (process start-up, the "
@@ -189,7 +152,7 @@ def _wall_time_section(wall_time: dict[str, list[float]]) -> list[str]:
 
 
 def _markdown(result: dict, class_names: dict, curves: list[dict] | None, missing: dict | None,
-              wall_time: dict[str, list[float]] | None = None) -> str:
+              wall_time: dict[str, list[float]] | None = None, missing_over: dict | None = None) -> str:
     lines = [f"# Study: arms against {result['baseline_arm']}", "",
              f"- baseline arm: {result['baseline_arm']}", f"- arms: {', '.join(result['arms'])}",
              f"- label regimes (n_labeled): {', '.join(str(g['n_labeled']) for g in result['regimes'])}",
@@ -200,7 +163,7 @@ def _markdown(result: dict, class_names: dict, curves: list[dict] | None, missin
     if curves:
         lines += _convergence_section(curves)
     if missing:
-        lines += _missing_section(missing)
+        lines += missing_section(missing, missing_over)
     if wall_time:
         lines += _wall_time_section(wall_time)
     lines += ["Definitions:", ""] + [f"- {k}: {v}" for k, v in result["definitions"].items()]
@@ -218,7 +181,7 @@ def _csv_value(row: dict, column: str, class_names: dict):
         return ";".join(_seed(s) for s in row["seeds"])
     if column == "seed_diffs":
         return "" if not row["seed_diffs"] else _seed_diffs(row, ".6f", ";")
-    return "" if _nan(row[column]) else row[column]  # NaN as an empty cell, readable by any CSV reader
+    return "" if is_nan(row[column]) else row[column]  # NaN as an empty cell, readable by any CSV reader
 
 
 def _csv(result: dict, class_names: dict) -> str:
@@ -232,13 +195,16 @@ def _csv(result: dict, class_names: dict) -> str:
     return buf.getvalue()
 
 
-def _json(result: dict, class_names: dict, curves: list[dict] | None, missing: dict | None) -> str:
+def _json(result: dict, class_names: dict, curves: list[dict] | None, missing: dict | None,
+          missing_over: dict | None = None) -> str:
     out = {**result, "class_names": class_names}
     if curves:  # the per-epoch lists stay in the checkpoints; the convergence verdicts come here
         per_epoch = ("ema_fg_dice", "mean_fg_dice", "train_losses", "val_losses")
         out["learning_curves"] = [{k: v for k, v in c.items() if k not in per_epoch} for c in curves]
     if missing:
         out["missing_modality"] = missing
+    if missing_over:
+        out["missing_modality_over_conditions"] = missing_over
     return json.dumps(nan_to_none(out), indent=2, allow_nan=False) + "\n"
 
 
@@ -287,44 +253,22 @@ def _plot_learning_curves(result: dict, curves: list[dict], path: str) -> None:
     save_png(fig, path)
 
 
-def _plot_missing(missing: dict, path: str) -> None:
-    conditions = list(missing)
-    arms = list(dict.fromkeys(a for res in missing.values() for a in res["arms"]))
-    rows = {c: _largest_regime_rows(missing[c]) for c in conditions}
-    fig = new_figure(max(6, 1.6 * len(conditions) * max(1, len(arms)) / 2), 4.5)
-    ax = fig.subplots()
-    width = 0.8 / len(arms)
-    for i, arm in enumerate(arms):
-        picked = [rows[c].get(arm) for c in conditions]
-        height = np.array([r["dice"] if r else math.nan for r in picked], dtype=float)
-        low = np.array([r["dice_ci_low"] if r else math.nan for r in picked], dtype=float)
-        high = np.array([r["dice_ci_high"] if r else math.nan for r in picked], dtype=float)
-        # a percentile CI may miss the mean of seed means slightly; error bars cannot be negative
-        yerr = np.nan_to_num(np.maximum(0, [height - low, high - height]))
-        ax.bar(np.arange(len(conditions)) + (i - (len(arms) - 1) / 2) * width, np.nan_to_num(height), width,
-               yerr=yerr, capsize=3, color=arm_color(arms, arm), label=arm)
-    ax.set_xticks(np.arange(len(conditions)), conditions, fontsize=8)
-    ax.set_ylabel("Dice (mean over classes)")
-    n_labeled = sorted({max(g["n_labeled"] for g in res["regimes"]) for res in missing.values()})
-    ax.set_title(f"evaluation conditions at {', '.join(map(str, n_labeled))} labeled cases, hierarchical CI")
-    # below the axes: bars of Dice near 1 would hide a legend inside them
-    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=min(len(arms), 5))
-    save_png(fig, path)
-
-
 # ---------------------------------------------------------------- writing
 
 def write_study_report(result: dict, output_folder: str, class_names: dict, curves: list[dict] | None = None,
-                       missing: dict | None = None, wall_time: dict[str, list[float]] | None = None) -> dict[str, str]:
+                       missing: dict | None = None, wall_time: dict[str, list[float]] | None = None,
+                       missing_over: dict | None = None) -> dict[str, str]:
     """Writes study.md/.csv/.json and the PNGs into output_folder; returns {'md'|'csv'|'json'|'dice_vs_labels'|
-    'paired_differences'|'learning_curves'|'missing_modality': path} (the last two only when curves / missing are
-    given).
+    'paired_differences'|'learning_curves'|'missing_modality'|'missing_heatmap': path} (learning_curves only when
+    curves are given, the missing ones only when missing is).
+    ``missing``: {condition: study_statistics result}, 'all modalities' first; ``missing_over``: study_statistics of
+    missing_report.mean_over_conditions, the mean over the absent conditions (missing_report.py).
     ``wall_time``: seconds per run by kind of run (for example pretraining, segmentation), a section of study.md."""
     os.makedirs(output_folder, exist_ok=True)
     paths = {ext: os.path.join(output_folder, f"study.{ext}") for ext in ("md", "csv", "json")}
-    write_text_atomically(_markdown(result, class_names, curves, missing, wall_time), paths["md"])
+    write_text_atomically(_markdown(result, class_names, curves, missing, wall_time, missing_over), paths["md"])
     write_text_atomically(_csv(result, class_names), paths["csv"])
-    write_text_atomically(_json(result, class_names, curves, missing), paths["json"])
+    write_text_atomically(_json(result, class_names, curves, missing, missing_over), paths["json"])
     paths["dice_vs_labels"] = os.path.join(output_folder, "dice_vs_labels.png")
     _plot_dice_vs_labels(result, paths["dice_vs_labels"])
     paths["paired_differences"] = os.path.join(output_folder, "paired_differences.png")
@@ -333,6 +277,5 @@ def write_study_report(result: dict, output_folder: str, class_names: dict, curv
         paths["learning_curves"] = os.path.join(output_folder, "learning_curves.png")
         _plot_learning_curves(result, curves, paths["learning_curves"])
     if missing:
-        paths["missing_modality"] = os.path.join(output_folder, "missing_modality.png")
-        _plot_missing(missing, paths["missing_modality"])
+        paths.update(write_missing_figures(missing, class_names, output_folder))
     return paths

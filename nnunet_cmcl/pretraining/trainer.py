@@ -24,7 +24,7 @@ from nnunetv2.utilities.helpers import dummy_context
 
 from nnunet_cmcl.atomic import save_atomically
 from nnunet_cmcl.checkpoints import cmcl_record, load_checkpoint_safely, make_record, on_cpu, state_dict_on_cpu
-from nnunet_cmcl.dist import mean_over_ranks, true_on_every_rank, world_size
+from nnunet_cmcl.dist import mean_over_ranks, true_on_every_rank
 from nnunet_cmcl.errors import CMCLInputError
 from nnunet_cmcl.overrides import apply_overrides
 from nnunet_cmcl.pretraining.config import CMCLConfig
@@ -75,11 +75,7 @@ class nnUNetTrainerCMCL(CMCLMonitoring, SeededTraining, nnUNetTrainer):
         check_not_cascaded(configuration, self.configuration_manager.previous_stage_name)
         self.modality_groups = modality_groups(dataset_json["channel_names"])
         check_modalities(self.modality_groups, self.cmcl_config)
-        if self.is_ddp and self.configuration_manager.batch_size % world_size():
-            raise CMCLInputError(
-                f"batch size {self.configuration_manager.batch_size} does not split evenly over "
-                f"{world_size()} GPUs; the cross-rank negative gather needs equal shares, "
-                f"so use a batch size divisible by the GPU count")
+        # a batch that does not split evenly over the ranks was refused before (launch.RankPlacement)
         self.initial_lr = self.cmcl_config.learning_rate
         self.weight_decay = self.cmcl_config.weight_decay
         self.enable_deep_supervision = False  # no segmentation output is trained

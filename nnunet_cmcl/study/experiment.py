@@ -154,15 +154,19 @@ def report_experiment(name: str, configuration: str, plans: str, runs: list[Run]
     records = load_records(results, plans, configuration, segmentation)
     result = study_statistics(records, arms[0].label, controls={a.label: a.control for a in arms if a.control})
     names = class_names(load_json(join(nnUNet_preprocessed, name, "dataset.json")))
-    by_condition = None
+    by_condition = over_conditions = None
     if missing:
+        from nnunet_cmcl.evaluation.missing_report import ALL_MODALITIES, mean_over_conditions
+
         at_all_labels = [r.record() for r in _missing_runs(runs, missing_seeds)]
         chosen = {(r["trainer"], r["fold"]) for r in at_all_labels}
-        by_condition = {"all modalities": study_statistics(
+        by_condition = {ALL_MODALITIES: study_statistics(
             [r for r in records if (r["trainer"], r["fold"]) in chosen], arms[0].label)}
-        for condition, validation in missing.items():
-            by_condition[condition] = study_statistics(
-                load_records(results, plans, configuration, at_all_labels, validation), arms[0].label)
+        absent = {c: load_records(results, plans, configuration, at_all_labels, v) for c, v in missing.items()}
+        for condition, condition_records in absent.items():
+            by_condition[condition] = study_statistics(condition_records, arms[0].label)
+        if len(absent) > 1:  # one condition is its own mean
+            over_conditions = study_statistics(mean_over_conditions(absent), arms[0].label)
     output = join(results, "cmcl_studies", f"{study}__{plans}__{configuration}")
     wall_time: dict[str, list[float]] = {}
     for run in runs:
@@ -170,30 +174,54 @@ def report_experiment(name: str, configuration: str, plans: str, runs: list[Run]
         if seconds is not None:
             wall_time.setdefault(run.kind, []).append(seconds)
     paths = write_study_report(result, output, names, learning_curves(results, plans, configuration, segmentation),
-                               by_condition, wall_time)
+                               by_condition, wall_time, over_conditions)
     return format_study_table(result, names) + f"\nwritten: {', '.join(paths.values())}"
 
 
 def check_modalities(dataset: str, modalities: list[str]) -> None:
-    """Refuses, before any training, modality names that are not channels of the dataset."""
+    """Refuses, before any training, modality names that are not channels of the dataset ('all' alone: every
+    subset)."""
     from nnunet_cmcl.naming import channel_list
 
     channels = channel_list(load_json(join(nnUNet_preprocessed, dataset_name(dataset), "dataset.json"))[
         "channel_names"])
+    if "all" in modalities and "all" not in channels:
+        if len(modalities) > 1:
+            raise CMCLInputError(f"--missing {' '.join(modalities)}: 'all' (every subset) stands alone; give 'all' "
+                                 f"or channel names")
+        if len(set(channels)) < 2:
+            raise CMCLInputError(f"--missing all: {dataset} has one modality {channels}, no proper subset is absent")
+        return
     unknown = [m for m in modalities if m not in channels]
     if unknown:
         raise CMCLInputError(f"--missing {' '.join(unknown)}: not among the channels {channels}; give channel names")
 
 
-def evaluate_missing_modalities(name: str, configuration: str, plans: str, runs: list[Run], modalities: list[str],
-                                device: str, seeds: list | None = None) -> dict[str, str]:
-    """Every segmentation run of the all-labels regime (of ``seeds``; None: all) validated once without each
-    modality, skipping those done; returns {'missing <modality>': validation folder name} for report_experiment."""
-    from nnunet_cmcl.evaluation.missing import evaluate_missing
+def missing_subsets(dataset: str, modalities: list[str]) -> list[tuple[str, ...]]:
+    """The absent-modality conditions of ``--missing``: each named modality alone, or with 'all' every proper
+    non-empty subset of the dataset's modalities (2^K - 2)."""
+    from nnunet_cmcl.evaluation.missing import absent_subsets, modality_channels
 
-    todo = [(r, m) for m in modalities for r in _missing_runs(runs, seeds)
-            if not isfile(join(r.fold_folder, f"validation_missing_{m}", "summary.json"))]
-    for i, (run, modality) in enumerate(todo, 1):
-        print(f"[missing {i}/{len(todo)}] {run.label} without {modality}", flush=True)
-        evaluate_missing(name, configuration, run.trainer, int(run.fold), modality, plans, device, quiet=True)
-    return {f"missing {m}": f"validation_missing_{m}" for m in modalities}
+    channel_names = load_json(join(nnUNet_preprocessed, dataset_name(dataset), "dataset.json"))["channel_names"]
+    if modalities == ["all"] and "all" not in channel_names.values():
+        return absent_subsets(list(modality_channels(channel_names)))
+    return [(m,) for m in dict.fromkeys(modalities)]
+
+
+def evaluate_missing_modalities(name: str, configuration: str, plans: str, runs: list[Run],
+                                modalities: list[str] | list[tuple[str, ...]], device: str,
+                                seeds: list | None = None) -> dict[str, str]:
+    """Every segmentation run of the all-labels regime (of ``seeds``; None: all) validated once per absent
+    condition: a modality name alone, or a tuple of modalities absent together; those done are skipped. Returns
+    {'missing <A>' or 'missing <A>+<B>': validation folder name} for report_experiment."""
+    from nnunet_cmcl.evaluation.missing import (SEPARATOR, checked_subset, evaluate_missing_subsets,
+                                                modality_channels, validation_folder)
+
+    known = modality_channels(load_json(join(nnUNet_preprocessed, name, "dataset.json"))["channel_names"])
+    # in channel order, as evaluate_missing_subsets names the folders; checked before the first evaluation
+    subsets = list(dict.fromkeys(checked_subset(known, [m] if isinstance(m, str) else m, name) for m in modalities))
+    chosen = _missing_runs(runs, seeds)
+    for i, run in enumerate(chosen, 1):
+        evaluate_missing_subsets(name, configuration, run.trainer, int(run.fold), subsets, plans, device,
+                                 log_prefix=f"[missing {i}/{len(chosen)}] {run.label}:")
+    return {f"missing {SEPARATOR.join(s)}": validation_folder(s) for s in subsets}

@@ -17,6 +17,7 @@ from nnunet_cmcl.atomic import write_atomically
 from nnunet_cmcl.checkpoints import cmcl_record, load_checkpoint_safely, sha256
 from nnunet_cmcl.dist import unwrap
 from nnunet_cmcl.errors import CMCLInputError
+from nnunet_cmcl.launch import rewrap_ddp
 from nnunet_cmcl.overrides import apply_overrides
 from nnunet_cmcl.seeding import SeededTraining
 from nnunet_cmcl.transfer.schedule import WarmupPolyLRScheduler, warmup_iterations
@@ -75,8 +76,10 @@ class nnUNetTrainerCMCLFinetune(SeededTraining, nnUNetTrainer):
         super().initialize()
 
     def save_checkpoint(self, filename: str) -> None:
-        # nnU-Net's torch.save goes straight to the final name; a kill mid-write would corrupt the checkpoint
-        write_atomically(filename, super().save_checkpoint)
+        # nnU-Net's torch.save goes straight to the final name; a kill mid-write would corrupt the checkpoint. Rank 0
+        # writes (nnU-Net's save does nothing elsewhere): other ranks make no temporary name in the results folder
+        if self.local_rank == 0:
+            write_atomically(filename, super().save_checkpoint)
 
     def configure_optimizers(self):
         optimizer, _ = super().configure_optimizers()  # nnU-Net's SGD; only the schedule differs
@@ -103,10 +106,8 @@ class nnUNetTrainerCMCLFinetune(SeededTraining, nnUNetTrainer):
         if all(p.requires_grad == trainable for p in encoder.parameters()):
             return
         encoder.requires_grad_(trainable)
-        if self.is_ddp:  # DDP fixes which parameters get gradients when it wraps the module: wrap it again
-            from torch.nn.parallel import DistributedDataParallel as DDP
-
-            self.network = DDP(self.network.module, device_ids=[self.local_rank])
+        if self.is_ddp:  # DDP fixes which parameters it reduces when it wraps: a new wrapper, the old one dropped
+            rewrap_ddp(self)
         self.print_to_log_file(f"encoder {'trainable' if trainable else 'frozen'} from epoch {self.current_epoch}")
 
     def on_train_start(self):

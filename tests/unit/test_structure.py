@@ -42,7 +42,7 @@ def test_every_public_trainer_has_a_shim_that_nnunet_finds():
             module = importlib.import_module(f"{package}.{shim}")
             assert getattr(module, shim, None) is trainers.get(shim), shim
     assert set(public) | set(budgets) == set(trainers) and not set(public) & set(budgets)
-    assert len(public) <= 22 and all(name.endswith(("_cpuPreset", "_demo")) for name in budgets)
+    assert len(public) <= 24 and all(name.endswith(("_cpuPreset", "_demo")) for name in budgets)
     for name, cls in trainers.items():  # as nnUNetv2_train -tr NAME looks for it in nnUNet_extTrainer, subfolders too
         assert recursive_find_python_class(folder, name, None, base_folder=folder) is cls, name
 

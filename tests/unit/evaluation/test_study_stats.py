@@ -283,8 +283,8 @@ def test_write_study_report_writes_every_file(tmp_path):
     wall_time = {"pretraining": [100.0, 140.0], "segmentation": [300.0, 240.0, 280.0]}
     paths = write_study_report(result, str(tmp_path / "report"), names, curves, missing, wall_time)
     assert set(paths) == {"md", "csv", "json", "dice_vs_labels", "paired_differences", "learning_curves",
-                          "missing_modality"}
-    for key in ("dice_vs_labels", "paired_differences", "learning_curves", "missing_modality"):
+                          "missing_modality", "missing_heatmap"}
+    for key in ("dice_vs_labels", "paired_differences", "learning_curves", "missing_modality", "missing_heatmap"):
         with open(paths[key], "rb") as fh:
             assert fh.read(8) == PNG
     md = open(paths["md"]).read()

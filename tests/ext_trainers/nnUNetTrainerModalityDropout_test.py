@@ -1,0 +1,7 @@
+"""Short runs with modality dropout for the tests, found by nnU-Net through nnUNet_extTrainer."""
+from nnunet_cmcl.transfer.modality_dropout import nnUNetTrainerSeeded_modalityDropout
+
+
+class nnUNetTrainerSeeded_modalityDropout_smoke(nnUNetTrainerSeeded_modalityDropout):
+    """The seeded baseline with modality dropout (the default probability), one epoch of 3 iterations."""
+    overrides = {"num_epochs": 1, "num_iterations_per_epoch": 3, "num_val_iterations_per_epoch": 1}

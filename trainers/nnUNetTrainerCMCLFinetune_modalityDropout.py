@@ -1,0 +1,1 @@
+from nnunet_cmcl.transfer.modality_dropout import nnUNetTrainerCMCLFinetune_modalityDropout  # noqa: F401  (found by nnU-Net through nnUNet_extTrainer)
