@@ -64,11 +64,10 @@ def multi_positive_info_nce(anchors: torch.Tensor, candidates: torch.Tensor, anc
         n = c.shape[1]
         group = max(1, max_candidates // (v * m)) if max_candidates > 0 else n
         if group >= n:
-            total, count = _info_nce(a, c, anchor_index, temperature, near, case_ids, extra_negatives, valid)
-            return total / count.clamp(min=1.0)
+            return _mean(*_info_nce(a, c, anchor_index, temperature, near, case_ids, extra_negatives, valid))
         if case_ids is None:
             case_ids = torch.arange(n, device=a.device)
-        total, count = a.new_zeros(()), a.new_zeros(())
+        total, count = 0.0, 0.0
         for first in range(anchor_start // group * group, anchor_start + b, group):
             lo, hi = max(first, anchor_start) - anchor_start, min(first + group, anchor_start + b) - anchor_start
             last = min(first + group, n)
@@ -78,13 +77,19 @@ def multi_positive_info_nce(anchors: torch.Tensor, candidates: torch.Tensor, anc
             t, k = _info_nce(a[:, lo:hi], c[:, first:last], index, temperature,
                              None if near is None else near[lo:hi], case_ids[first:last], extra, part)
             total, count = total + t, count + k
-        return total / count.clamp(min=1.0)
+        return _mean(total, count)
+
+
+def _mean(total: torch.Tensor, count: torch.Tensor | float) -> torch.Tensor:
+    """total / count, the count at least 1: 0, not NaN, without any valid anchor. A count known on the host stays
+    a Python number: a tensor made from it would be one more copy to the device every step."""
+    return total / (count.clamp(min=1.0) if torch.is_tensor(count) else max(count, 1.0))
 
 
 def _info_nce(a: torch.Tensor, c: torch.Tensor, anchor_index: torch.Tensor, temperature: float,
               near: torch.Tensor | None, case_ids: torch.Tensor | None,
               extra_negatives: tuple[torch.Tensor, torch.Tensor] | None,
-              valid: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+              valid: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor | float]:
     """(sum of the loss terms, their count) of multi_positive_info_nce, so groups can be pooled."""
     v, b, m, d = a.shape
     n = c.shape[1]
@@ -111,7 +116,7 @@ def _info_nce(a: torch.Tensor, c: torch.Tensor, anchor_index: torch.Tensor, temp
     off_diagonal = 1.0 - torch.eye(v, device=a.device)
     weights = off_diagonal[:, :, None, None].expand(v, v, b, m)
     if valid is None:
-        return (terms * weights).sum(), terms.new_tensor(float(v * (v - 1) * b * m))
+        return (terms * weights).sum(), float(v * (v - 1) * b * m)
     # weights, not indexing, and a count clamped to 1 by the caller: fixed shapes, and 0 (not NaN) without any
     # valid anchor
     weights = weights * valid[0].to(terms.dtype)
