@@ -221,31 +221,33 @@ def _print_comparison(result: dict, paths: dict[str, str]) -> None:
 
 def _add_synth(sub) -> None:
     p = sub.add_parser("synth", help="write a built-in multi-modal dataset in nnUNet_raw format (no download)")
-    p.add_argument("kind", choices=("phantom", "brain"),
+    p.add_argument("kind", choices=("phantom", "brain", "brats"),
                    help="phantom: ellipsoids, structures visible in one modality only; brain: real MNI152 anatomy "
-                        "(shipped by nilearn), simulated subjects and T2/FLAIR contrasts")
+                        "(shipped by nilearn), simulated subjects and T2/FLAIR contrasts; brats: gliomas on that "
+                        "anatomy in FLAIR, T1w, t1gd, T2w with nnU-Net's BraTS regions")
     p.add_argument("-o", default=None, help="nnUNet_raw-style folder to write into (default $nnUNet_raw)")
     p.add_argument("--id", type=int, required=True, help="dataset id (1-999), must be unused in the folder")
-    p.add_argument("--name", default=None, help="dataset name (default CMCLPhantom / CMCLBrain)")
-    p.add_argument("--cases", type=int, default=12, help="number of cases (default 12)")
+    p.add_argument("--name", default=None, help="dataset name (default CMCLPhantom / CMCLBrain / CMCLBraTS)")
+    p.add_argument("--cases", type=int, default=None, help="number of cases (default 12; 24 for brats)")
     p.add_argument("--seed", type=int, default=0, help="case i is drawn from seed (seed, i) (default 0)")
     p.add_argument("--modalities", nargs="+", default=None,
                    help="phantom channel names (default T1 T2); channel 0 shows structure 1, channel 1 structure 2")
     p.add_argument("--spacing", type=float, nargs=3, default=None, metavar=("Z", "Y", "X"),
                    help="phantom voxel spacing in mm, e.g. 3 1 1 for anisotropic data (default 1 1 1)")
     p.add_argument("--shape", type=int, nargs=3, default=None, metavar=("Z", "Y", "X"),
-                   help="image size in voxels (default 40 40 40 for phantom, 48 56 48 for brain)")
+                   help="image size in voxels (default 40 40 40 for phantom, 48 56 48 for brain and brats)")
     p.add_argument("--no-labels", action="store_true", help="images only (an unlabeled pretraining dataset)")
     p.set_defaults(func=_cmd_synth)
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
-    from nnunet_cmcl.data.synthetic import write_dataset
+    from nnunet_cmcl.data.writers import write_dataset
 
     output = args.o or os.environ.get("nnUNet_raw")
     if not output:
         raise CMCLInputError("no output folder: pass -o FOLDER or set nnUNet_raw")
-    folder = write_dataset(args.kind, output, args.id, name=args.name, num_cases=args.cases, seed=args.seed,
+    cases = args.cases if args.cases is not None else (24 if args.kind == "brats" else 12)
+    folder = write_dataset(args.kind, output, args.id, name=args.name, num_cases=cases, seed=args.seed,
                            with_labels=not args.no_labels, shape=args.shape, modalities=args.modalities,
                            spacing=args.spacing)
     print(f"wrote {folder}\nnext: nnUNetv2_plan_and_preprocess -d {args.id} --verify_dataset_integrity")

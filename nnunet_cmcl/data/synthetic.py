@@ -96,6 +96,14 @@ def _write_case(folder: str, name: str, i: int, images: np.ndarray, labels: np.n
         _write(labels, os.path.join(folder, "labelsTr", f"{name}_{i:03d}.nii.gz"), spacing)
 
 
+def write_cases(folder: str, name: str, num_cases: int, seed: int, make_case: Callable, with_labels: bool,
+                spacing: tuple[float, float, float]) -> None:
+    """Case i = ``make_case(rng seeded by (seed, i))`` -> (images, labels), written in nnU-Net's raw layout."""
+    for i in range(num_cases):
+        images, labels = make_case(np.random.default_rng([seed, i]))
+        _write_case(folder, name, i, images, labels if with_labels else None, spacing)
+
+
 def _check_id_and_cases(dataset_id: int, num_cases: int) -> None:
     if not 1 <= dataset_id <= 999:
         raise ValueError(f"dataset_id must be in 1..999, got {dataset_id}; pick another id")
@@ -145,9 +153,8 @@ def write_phantom_dataset(raw_root: str, dataset_id: int, name: str = "CMCLPhant
     folder_name, target = _claim_target(raw_root, dataset_id, name)
 
     def fill(tmp: str) -> None:
-        for i in range(num_cases):
-            images, labels = _make_case(np.random.default_rng([seed, i]), tuple(shape), len(modalities))
-            _write_case(tmp, name, i, images, labels if with_labels else None, spacing)
+        write_cases(tmp, name, num_cases, seed, lambda rng: _make_case(rng, tuple(shape), len(modalities)),
+                    with_labels, spacing)
         generate_dataset_json(tmp, channel_names={str(c): m for c, m in enumerate(modalities)},
                               labels={"background": 0, "structure_a": 1, "structure_b": 2},
                               num_training_cases=num_cases, file_ending=".nii.gz", dataset_name=folder_name,
@@ -188,9 +195,9 @@ def _mni152(shape: tuple[int, int, int]) -> tuple[np.ndarray, tuple[float, float
     return out, spacing
 
 
-def _brain_case(rng: np.random.Generator, template: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """One simulated subject: (images float32 (3, Z, Y, X) T1/T2/FLAIR, labels uint8 (Z, Y, X) in {0..3})."""
-    shape = template.shape[1:]
+def subject_coordinates(rng: np.random.Generator, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """One subject's deformation of the template: (grid (3, Z, Y, X) voxel indices, template coordinates sampled
+    at each voxel (3, Z, Y, X)): a small random affine about the centre plus a smooth displacement."""
     grid = np.indices(shape, dtype=np.float64)
     centre = (np.array(shape, np.float64) - 1) / 2
     # Subject = small random affine (rotation +-8 deg about each axis, scale +-8 %) about the centre ...
@@ -205,6 +212,13 @@ def _brain_case(rng: np.random.Generator, template: np.ndarray) -> tuple[np.ndar
     disp *= rng.uniform(1.5, 3.0) / (np.abs(disp).max() + 1e-8)
     coords = np.einsum("ij,j...->i...", affine, grid - centre[:, None, None, None]) \
         + centre[:, None, None, None] + disp
+    return grid, coords
+
+
+def _brain_case(rng: np.random.Generator, template: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One simulated subject: (images float32 (3, Z, Y, X) T1/T2/FLAIR, labels uint8 (Z, Y, X) in {0..3})."""
+    shape = template.shape[1:]
+    grid, coords = subject_coordinates(rng, shape)
     # The same sampling coordinates for every map keep T1, tissue maps and labels voxel-aligned.
     t1, gm, wm, mask = (map_coordinates(v, coords, order=1, mode="constant", cval=0.0) for v in template)
     gm, wm = gm * mask, wm * mask  # the probability maps leak a little outside the brain
@@ -249,9 +263,7 @@ def write_brain_dataset(raw_root: str, dataset_id: int, name: str = "CMCLBrain",
     template, spacing = _mni152(tuple(int(s) for s in shape))
 
     def fill(tmp: str) -> None:
-        for i in range(num_cases):
-            images, labels = _brain_case(np.random.default_rng([seed, i]), template)
-            _write_case(tmp, name, i, images, labels if with_labels else None, spacing)
+        write_cases(tmp, name, num_cases, seed, lambda rng: _brain_case(rng, template), with_labels, spacing)
         generate_dataset_json(tmp, channel_names={"0": "T1", "1": "T2", "2": "FLAIR"},
                               labels={"background": 0, "CSF": 1, "grey_matter": 2, "white_matter": 3},
                               num_training_cases=num_cases, file_ending=".nii.gz", dataset_name=folder_name,
@@ -259,23 +271,3 @@ def write_brain_dataset(raw_root: str, dataset_id: int, name: str = "CMCLBrain",
                                           "(nnunet_cmcl.data.synthetic)")
 
     return build_dataset_atomically(target, with_labels, fill)
-
-
-def write_dataset(kind: str, raw_root: str, dataset_id: int, name: str | None = None, num_cases: int = 12,
-                  seed: int = 0, with_labels: bool = True, shape=None, modalities=None, spacing=None) -> str:
-    """`nnunet-cmcl synth`: the phantom or brain dataset with the given options (None = the writer's default);
-    a bad option or a taken id/folder raises CMCLInputError before anything is written."""
-    options = {"num_cases": num_cases, "seed": seed, "with_labels": with_labels}
-    if name:
-        options["name"] = name
-    if shape:
-        options["shape"] = tuple(shape)
-    if kind == "phantom":
-        options.update({k: tuple(v) for k, v in (("modalities", modalities), ("spacing", spacing)) if v})
-    elif modalities or spacing:
-        raise CMCLInputError("--modalities and --spacing apply to phantom only; brain has T1, T2, FLAIR at ~4 mm")
-    writer = write_phantom_dataset if kind == "phantom" else write_brain_dataset
-    try:
-        return writer(raw_root, dataset_id, **options)
-    except ValueError as e:  # the writers' checks of id, cases, shape and of existing folders
-        raise CMCLInputError(str(e)) from e

@@ -74,14 +74,17 @@ def _absent_conditions(missing: dict) -> list[str]:
 
 def _over_subsets_table(over: dict, n_conditions: int) -> list[str]:
     rows = largest_regime_rows(over)
+    largest = max(g["n_labeled"] for g in over["regimes"])
+    controls = [r for r in over["rows"] if r["n_labeled"] == largest and r["class"] == MEAN and r["kind"] == "control"]
     lines = [f"Mean over the {n_conditions} absent-modality conditions, per unit, then over cases and seeds; the "
              f"difference is paired per unit, with the hierarchical CI of the study's tables:", "",
-             f"| arm | mean Dice over conditions [CI] | diff vs {over['baseline_arm']} [hierarchical CI] | W/T/L | "
-             f"Wilcoxon p | n |", "|" + "---|" * 6]
-    for arm, r in rows.items():
+             "| arm | mean Dice over conditions [CI] | paired with | diff [hierarchical CI] | W/T/L | Wilcoxon p | n |",
+             "|" + "---|" * 7]
+    for r in list(rows.values()) + controls:  # the arms against the baseline, then each against its control
         baseline = r["kind"] == "baseline"
         n = r["n_dice"] if baseline else r["n"]
-        lines.append(f"| {arm}{' (baseline)' if baseline else ''} | {dice_cell(r)} | {diff_cell(r)} | {wtl_cell(r)} | "
+        lines.append(f"| {r['arm']}{' (baseline)' if baseline else ''} | {dice_cell(r)} | "
+                     f"{DASH if baseline else r['against']} | {diff_cell(r)} | {wtl_cell(r)} | "
                      f"{DASH if baseline else format_p(r['p_wilcoxon'])} | {DASH if is_nan(n) else n} |")
     return lines + [""]
 

@@ -152,7 +152,8 @@ def report_experiment(name: str, configuration: str, plans: str, runs: list[Run]
     results = join(str(nnUNet_results), name)
     segmentation = [r.record() for r in runs if r.kind == "segmentation"]
     records = load_records(results, plans, configuration, segmentation)
-    result = study_statistics(records, arms[0].label, controls={a.label: a.control for a in arms if a.control})
+    controls = {a.label: a.control for a in arms if a.control}
+    result = study_statistics(records, arms[0].label, controls=controls)
     names = class_names(load_json(join(nnUNet_preprocessed, name, "dataset.json")))
     by_condition = over_conditions = None
     if missing:
@@ -165,8 +166,8 @@ def report_experiment(name: str, configuration: str, plans: str, runs: list[Run]
         absent = {c: load_records(results, plans, configuration, at_all_labels, v) for c, v in missing.items()}
         for condition, condition_records in absent.items():
             by_condition[condition] = study_statistics(condition_records, arms[0].label)
-        if len(absent) > 1:  # one condition is its own mean
-            over_conditions = study_statistics(mean_over_conditions(absent), arms[0].label)
+        if len(absent) > 1:  # one condition is its own mean; each arm also against its control (dropout's)
+            over_conditions = study_statistics(mean_over_conditions(absent), arms[0].label, controls=controls)
     output = join(results, "cmcl_studies", f"{study}__{plans}__{configuration}")
     wall_time: dict[str, list[float]] = {}
     for run in runs:

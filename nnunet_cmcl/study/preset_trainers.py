@@ -12,6 +12,8 @@ from nnunet_cmcl.pretraining.trainer import nnUNetTrainerCMCL
 from nnunet_cmcl.pretraining.variants import nnUNetTrainerCMCL_global
 from nnunet_cmcl.seeding import nnUNetTrainerSeeded
 from nnunet_cmcl.transfer.finetune import nnUNetTrainerCMCLFinetune
+from nnunet_cmcl.transfer.modality_dropout import (nnUNetTrainerCMCLFinetune_modalityDropout,
+                                                   nnUNetTrainerSeeded_modalityDropout)
 
 # 1000 iterations of batch 8: the baseline's EMA pseudo Dice moved 0.008 over the last fifth in the sizing run
 # (docs/study.md); 2 validation batches an epoch, because 8 slices made the pseudo Dice jitter by about 0.01
@@ -71,6 +73,29 @@ class nnUNetTrainerCMCLFinetune_fromDAE_cpuPreset(nnUNetTrainerCMCLFinetune_cpuP
 
 class nnUNetTrainerCMCLFinetune_fromDAEglobal_cpuPreset(nnUNetTrainerCMCLFinetune_cpuPreset):
     """The same from CMCL + reconstruction with the global term (its own results folder)."""
+
+
+class nnUNetTrainerSeeded_modalityDropout_cpuPreset(_CPUPresetSegmentation, nnUNetTrainerSeeded_modalityDropout):
+    """nnU-Net's trainer (seeded) with modality dropout at its default probability and the preset's budget: the
+    control of the CMCL arm with dropout."""
+    overrides = SEGMENTATION_BUDGET
+
+
+class nnUNetTrainerSeeded_modalityDropout_p25_cpuPreset(nnUNetTrainerSeeded_modalityDropout_cpuPreset):
+    """The same with dropout probability 0.25 (the measurement that chose the default: docs/missing_modalities.md)."""
+    overrides = {**SEGMENTATION_BUDGET, "modality_dropout_probability": 0.25}
+
+
+class nnUNetTrainerCMCLFinetune_modalityDropout_cpuPreset(_CPUPresetSegmentation,
+                                                          nnUNetTrainerCMCLFinetune_modalityDropout):
+    """Fine-tuning from the default CMCL with modality dropout at its default probability and the preset's
+    budget."""
+    overrides = SEGMENTATION_BUDGET
+
+
+class nnUNetTrainerCMCLFinetune_modalityDropout_p25_cpuPreset(nnUNetTrainerCMCLFinetune_modalityDropout_cpuPreset):
+    """The same with dropout probability 0.25."""
+    overrides = {**SEGMENTATION_BUDGET, "modality_dropout_probability": 0.25}
 
 
 class _CPUPresetPretraining:
