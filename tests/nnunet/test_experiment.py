@@ -21,7 +21,7 @@ from nnunet_cmcl.study.plan import Arm
 from nnunet_cmcl.study.preset import Preset, run_study
 preset = Preset("tiny", dataset_id=972, pool_id=973, shape=(16, 20, 16), train_cases=4, val_cases=3, pool_cases=3,
                 configuration="2d", batch_size=4, labeled=(2,), train_seeds=(0, 1),
-                arms=(Arm("nnU-Net", "{BASELINE}"), Arm("CMCL", "{FINETUNER}", "{PRETRAINER}")))
+                arms=(Arm("nnU-Net", "{BASELINE}"), Arm("CMCL", "{FINETUNER}", "{PRETRAINER}")), absent=("T2",))
 print(run_study(preset, WORKDIR))
 """
 

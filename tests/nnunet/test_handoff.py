@@ -155,11 +155,17 @@ def test_prepare_unlabeled_dataset_then_pretrain_and_finetune_target(phantom_env
     checkpoint = join(phantom_env["nnUNet_results"], "Dataset601_Unlabeled",
                       "nnUNetTrainerCMCL_smoke__nnUNetPlans_CMCL__3d_fullres", "fold_all", "checkpoint_final.pth")
     assert "OK" in run(["nnunet-cmcl", "verify", checkpoint, "-d", "501", "-c", "3d_fullres"], phantom_env).stdout
-    run(["nnUNetv2_train", "501", "3d_fullres", "1", "-tr", "nnUNetTrainerCMCLFinetune_smoke", "-pretrained_weights",
-         checkpoint, "-device", "cpu"], phantom_env)
-    assert os.path.isfile(join(phantom_env["nnUNet_results"], "Dataset501_CMCLPhantom",
-                               "nnUNetTrainerCMCLFinetune_smoke__nnUNetPlans__3d_fullres", "fold_1",
-                               "checkpoint_final.pth"))
+    # fine-tuned with modality dropout: the CMCL dropout trainer end to end from the pool's checkpoint
+    out = run(["nnUNetv2_train", "501", "3d_fullres", "1", "-tr", "nnUNetTrainerCMCLFinetune_modalityDropout_smoke",
+               "-pretrained_weights", checkpoint, "-device", "cpu"], phantom_env).stdout
+    fold = join(phantom_env["nnUNet_results"], "Dataset501_CMCLPhantom",
+                "nnUNetTrainerCMCLFinetune_modalityDropout_smoke__nnUNetPlans__3d_fullres", "fold_1")
+    assert "modality dropout: probability 0.5 per training sample" in out and "2 proper non-empty subsets" in out
+    settings = load_json(join(fold, "cmcl_settings.json"))["settings"]
+    assert settings["modality_dropout_probability"] == 0.5
+    log = open(join(fold, next(f for f in os.listdir(fold) if f.startswith("training_log")))).read()
+    assert f'"path": "{checkpoint}"' in log and "modality dropout this epoch:" in log  # the weights' source
+    assert os.path.isfile(join(fold, "checkpoint_final.pth"))
 
 
 def test_prepare_refuses_other_channel_order(phantom_env):
