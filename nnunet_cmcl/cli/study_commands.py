@@ -20,6 +20,9 @@ def add_experiment(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the label-fraction subsets (default 0)")
     p.add_argument("--train-seeds", type=int, nargs="+", default=None,
                    help="repeat every training run once per seed (seeded trainers; e.g. 0 1 2)")
+    p.add_argument("--labels-per-seed", action="store_true",
+                   help="each training seed s draws its own labeled subsets (label seed --seed + s): the CIs then "
+                        "cover which cases are labeled, not only the training's randomness")
     p.add_argument("--pretrainer", default="nnUNetTrainerCMCL")
     p.add_argument("--finetuner", default="nnUNetTrainerCMCLFinetune")
     p.add_argument("--baseline", default="nnUNetTrainer",
@@ -46,11 +49,13 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
     baseline = args.baseline
     if args.train_seeds and baseline == "nnUNetTrainer":  # the default: nnU-Net's trainer reads no seed
         baseline = "nnUNetTrainerSeeded"
+    if args.labels_per_seed and not args.train_seeds:
+        raise CMCLInputError("--labels-per-seed draws a labeled subset per training seed; give --train-seeds too")
     arms = default_arms(args.pretrainer, args.finetuner, baseline, args.control, [tuple(a) for a in args.arm])
     if args.missing:
         check_modalities(args.d, args.missing)
     name, runs = run_experiment(args.d, args.c, args.p, args.folds, args.fractions, args.seed, arms, args.device,
-                                args.train_seeds, args.labeled, args.pool)
+                                args.train_seeds, args.labeled, args.pool, labels_per_seed=args.labels_per_seed)
     missing = evaluate_missing_modalities(name, args.c, args.p, runs, missing_subsets(name, args.missing),
                                           args.device) if args.missing else None
     print(report_experiment(name, args.c, args.p, runs, arms, missing=missing))

@@ -142,12 +142,15 @@ def _repeats(name: str, folds: set[int], train_seeds: list[int] | None) -> dict:
 
 
 def plan_runs(name: str, configuration: str, plans: str, folds: list[int], fractions: list[float], seed: int,
-              arms: list[Arm], train_seeds: list[int] | None = None, pool: str | None = None) -> list[Run]:
+              arms: list[Arm], train_seeds: list[int] | None = None, pool: str | None = None,
+              labels_per_seed: bool = False) -> list[Run]:
     """The runs of the study in order: per training seed, its pretrainings, then every arm on every regime.
 
     ``pool``: pretrain on that dataset instead (prepared with the study dataset's plans by `prepare`); its fold k
     must hold the unlabeled pool plus the training images of the study's fold k, and none of its validation
-    images."""
+    images. ``labels_per_seed``: training seed s draws its own labeled subsets (label seed ``seed + s``), so the
+    study's seeds resample which cases are labeled too; every arm of one seed shares them (the pairing holds).
+    Else every seed trains on the subsets of ``seed``."""
     check_arms(arms, train_seeds)
 
     def folder(trainer: str, fold: int, dataset: str = name, plans_identifier: str = plans) -> str:
@@ -155,9 +158,11 @@ def plan_runs(name: str, configuration: str, plans: str, folds: list[int], fract
                     f"fold_{fold}")
 
     ensure_splits(name, configuration, plans)
-    regimes = fraction_folds(name, folds, fractions, seed)
     seeds: list[int | None] = list(dict.fromkeys(train_seeds)) if train_seeds else [None]
-    repeat = _repeats(name, set(folds) | set(regimes.values()), train_seeds)
+    if labels_per_seed and not train_seeds:
+        raise CMCLInputError("labels_per_seed draws a labeled subset per training seed; give train_seeds too")
+    regimes = {s: fraction_folds(name, folds, fractions, seed + s if labels_per_seed else seed) for s in seeds}
+    repeat = _repeats(name, set(folds) | {f for r in regimes.values() for f in r.values()}, train_seeds)
     pool_repeat = _repeats(pool, set(folds), train_seeds) if pool else repeat
     splits = load_json(join(nnUNet_preprocessed, name, "splits_final.json"))
     # a pretraining is a trainer with its plans: arms that share both share the run
@@ -174,7 +179,7 @@ def plan_runs(name: str, configuration: str, plans: str, folds: list[int], fract
                           dataset=pool, plans=pretraining_plans)
                 pretrained[(pretrainer, pretraining_plans, source)] = run.done_file
                 runs.append(run)
-        for (source, fraction), regime_fold in sorted(regimes.items()):
+        for (source, fraction), regime_fold in sorted(regimes[s].items()):
             fold = repeat[(regime_fold, s)]
             n_labeled = len(splits[regime_fold]["train"])
             for arm in arms:

@@ -50,6 +50,8 @@ class Preset:
     # what the missing-modality step leaves out, as `experiment --missing` takes it: 'all' is every proper
     # non-empty subset of the modalities, channel names are each left out alone
     absent: tuple[str, ...] = ("all",)
+    # each training seed draws its own labeled subsets (plan.plan_runs), so the CIs cover which cases are labeled
+    labels_per_seed: bool = False
 
     @property
     def pool_monitor_cases(self) -> int:
@@ -168,7 +170,8 @@ def run_study(preset: Preset | str, workdir: str, device: str = "cpu") -> str:
           f"{len(preset.train_seeds)} seeds, and the pretrainings")
     arms = list(preset.arms)
     name, runs = run_experiment(study, preset.configuration, STUDY_PLANS, [0], None, 0, arms, device,
-                                list(preset.train_seeds), list(preset.labeled), pool, f"study {preset.name}")
+                                list(preset.train_seeds), list(preset.labeled), pool, f"study {preset.name}",
+                                preset.labels_per_seed)
     _step("4/4 validation under every subset of absent modalities, then the report")
     # the first seed only: the other seeds would triple the cost and the table already has their noise floor
     seeds = list(preset.train_seeds[:1])

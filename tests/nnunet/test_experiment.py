@@ -21,7 +21,8 @@ from nnunet_cmcl.study.plan import Arm
 from nnunet_cmcl.study.preset import Preset, run_study
 preset = Preset("tiny", dataset_id=972, pool_id=973, shape=(16, 20, 16), train_cases=4, val_cases=3, pool_cases=3,
                 configuration="2d", batch_size=4, labeled=(2,), train_seeds=(0, 1),
-                arms=(Arm("nnU-Net", "{BASELINE}"), Arm("CMCL", "{FINETUNER}", "{PRETRAINER}")), absent=("T2",))
+                arms=(Arm("nnU-Net", "{BASELINE}"), Arm("CMCL", "{FINETUNER}", "{PRETRAINER}")), absent=("T2",),
+                labels_per_seed=True)
 print(run_study(preset, WORKDIR))
 """
 
@@ -66,17 +67,20 @@ def test_pretraining_sees_the_pool_and_training_images_but_no_validation_image(s
 def test_every_run_is_repeated_per_seed_and_reported_against_the_baseline(study):
     env, out = study
     splits = load_json(join(env["nnUNet_preprocessed"], STUDY, "splits_final.json"))
-    regime = next(i for i, s in enumerate(splits) if s.get("cmcl_fraction") == 0.5 and "cmcl_train_seed" not in s)
-    assert len(splits[regime]["train"]) == 2 and splits[regime]["val"] == splits[0]["val"]
+    # labels per seed: each training seed's 2 labeled cases are drawn with its own label seed
+    regimes = {s["cmcl_seed"]: i for i, s in enumerate(splits) if s.get("cmcl_fraction") == 0.5
+               and "cmcl_train_seed" not in s}
+    assert sorted(regimes) == [0, 1] and splits[regimes[0]]["train"] != splits[regimes[1]]["train"]
     for seed in (0, 1):
+        regime = regimes[seed]
+        assert len(splits[regime]["train"]) == 2 and splits[regime]["val"] == splits[0]["val"]
         for trainer in (BASELINE, FINETUNER):
             fold = _fold_folder(env, STUDY, trainer, _seeded(env, STUDY)[(regime, seed)])
             assert json.load(open(join(fold, "debug.json")))["train_seed"] == str(seed)
             assert len(load_json(join(fold, "validation", "summary.json"))["metric_per_case"]) == 3
-            # without each modality: the first seed's models only
-            for modality in ("T1", "FLAIR"):
-                missing = join(fold, f"validation_missing_{modality}", "summary.json")
-                assert os.path.isfile(missing) == (seed == 0)
+            # without T2 (the preset's absent modality): the first seed's models only
+            assert os.path.isfile(join(fold, "validation_missing_T2", "summary.json")) == (seed == 0)
+            assert not os.path.exists(join(fold, "validation_missing_T1"))
         source = json.load(open(join(_fold_folder(env, STUDY, FINETUNER, _seeded(env, STUDY)[(regime, seed)]),
                                      "debug.json")))["pretrained_source"]
         assert f"{POOL}/{PRETRAINER}__{PLANS}__2d/fold_{_seeded(env, POOL)[(0, seed)]}" in source
@@ -125,9 +129,12 @@ def test_the_same_seed_reproduces_a_run_exactly_and_another_seed_does_not(study,
 def test_a_rerun_skips_what_finished_and_a_baseline_without_seeds_is_refused(study):
     env, _ = study
     out = run(["nnunet-cmcl", "experiment", "-d", "972", "-c", "2d", "-p", PLANS, "--labeled", "2", "--train-seeds",
-               "0", "1", "--baseline", BASELINE, "--pretrainer", PRETRAINER, "--finetuner", FINETUNER, "--pool", "973",
-               "-device", "cpu"], env).stdout
+               "0", "1", "--labels-per-seed", "--baseline", BASELINE, "--pretrainer", PRETRAINER, "--finetuner",
+               FINETUNER, "--pool", "973", "-device", "cpu"], env).stdout
     assert out.count("finished earlier, skipped") == 6 and "A/A" in out
+    proc = run(["nnunet-cmcl", "experiment", "-d", "972", "-c", "2d", "-p", PLANS, "--labeled", "2",
+                "--labels-per-seed", "-device", "cpu"], env, expect=2)
+    assert "--labels-per-seed draws a labeled subset per training seed; give --train-seeds too" in proc.stderr
     proc = run(["nnunet-cmcl", "experiment", "-d", "972", "-c", "2d", "-p", PLANS, "--train-seeds", "0",
                 "--baseline", "nnUNetTrainer_5epochs", "--pretrainer", PRETRAINER, "--finetuner", FINETUNER,
                 "-device", "cpu"], env, expect=2)
