@@ -1,7 +1,7 @@
 """The measurement that chooses modality dropout's default probability, on the CPU preset's data and budgets.
 
 The preset's all-labels regime (16 labeled cases, 24 validation cases), arms: nnU-Net, nnU-Net with modality
-dropout p = 0.25 and p = 0.5, and CMCL fine-tuning with dropout p = 0.25 and p = 0.5 (each paired with the
+dropout p = 0.1, 0.25 and 0.5, CMCL fine-tuning without dropout and with it at the same p (each paired with the
 nnU-Net arm of its p), with the preset's training seeds given by --seeds; every model validated under all 6
 absent-modality subsets. One command, resumable (what has finished is skipped); the report goes where
 `experiment` writes its own (cmcl_studies/dropout__...), and the console gets its table.
@@ -17,8 +17,12 @@ import time
 from nnunet_cmcl.study.plan import Arm
 
 ARMS = (Arm("nnU-Net", "nnUNetTrainerSeeded_cpuPreset"),
+        Arm("nnU-Net + dropout 0.1", "nnUNetTrainerSeeded_modalityDropout_p10_cpuPreset"),
         Arm("nnU-Net + dropout 0.25", "nnUNetTrainerSeeded_modalityDropout_p25_cpuPreset"),
         Arm("nnU-Net + dropout 0.5", "nnUNetTrainerSeeded_modalityDropout_cpuPreset"),
+        Arm("CMCL", "nnUNetTrainerCMCLFinetune_cpuPreset", "nnUNetTrainerCMCL_cpuPreset"),
+        Arm("CMCL + dropout 0.1", "nnUNetTrainerCMCLFinetune_modalityDropout_p10_cpuPreset",
+            "nnUNetTrainerCMCL_cpuPreset", "nnU-Net + dropout 0.1"),
         Arm("CMCL + dropout 0.25", "nnUNetTrainerCMCLFinetune_modalityDropout_p25_cpuPreset",
             "nnUNetTrainerCMCL_cpuPreset", "nnU-Net + dropout 0.25"),
         Arm("CMCL + dropout 0.5", "nnUNetTrainerCMCLFinetune_modalityDropout_cpuPreset",

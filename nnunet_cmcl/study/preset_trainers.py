@@ -86,6 +86,11 @@ class nnUNetTrainerSeeded_modalityDropout_p25_cpuPreset(nnUNetTrainerSeeded_moda
     overrides = {**SEGMENTATION_BUDGET, "modality_dropout_probability": 0.25}
 
 
+class nnUNetTrainerSeeded_modalityDropout_p10_cpuPreset(nnUNetTrainerSeeded_modalityDropout_cpuPreset):
+    """The same with dropout probability 0.1."""
+    overrides = {**SEGMENTATION_BUDGET, "modality_dropout_probability": 0.1}
+
+
 class nnUNetTrainerCMCLFinetune_modalityDropout_cpuPreset(_CPUPresetSegmentation,
                                                           nnUNetTrainerCMCLFinetune_modalityDropout):
     """Fine-tuning from the default CMCL with modality dropout at its default probability and the preset's
@@ -96,6 +101,11 @@ class nnUNetTrainerCMCLFinetune_modalityDropout_cpuPreset(_CPUPresetSegmentation
 class nnUNetTrainerCMCLFinetune_modalityDropout_p25_cpuPreset(nnUNetTrainerCMCLFinetune_modalityDropout_cpuPreset):
     """The same with dropout probability 0.25."""
     overrides = {**SEGMENTATION_BUDGET, "modality_dropout_probability": 0.25}
+
+
+class nnUNetTrainerCMCLFinetune_modalityDropout_p10_cpuPreset(nnUNetTrainerCMCLFinetune_modalityDropout_cpuPreset):
+    """The same with dropout probability 0.1."""
+    overrides = {**SEGMENTATION_BUDGET, "modality_dropout_probability": 0.1}
 
 
 class _CPUPresetPretraining:
