@@ -8,4 +8,4 @@ bash scripts/setup_env.sh
 . .venv/bin/activate
 export nnUNet_n_proc_DA=${nnUNet_n_proc_DA:-1}
 if [ $# -eq 0 ]; then set -- tests/unit tests/nnunet; fi
-python -m pytest -q -p no:cacheprovider --durations=15 "$@"
+python -m pytest -q -p no:cacheprovider --durations=40 "$@"
