@@ -37,7 +37,7 @@ CATALOG: tuple[tuple[str, str, dict[str, str]], ...] = (
         "nnUNetTrainerCMCLFinetune_scratch": "the default schedule from random weights: a control",
         "nnUNetTrainerCMCLFinetune_warmup_scratch": "_warmup's schedule from random weights: its control",
         "nnUNetTrainerCMCLFinetune_lr1e3_scratch": "_lr1e3's schedule from random weights: its control",
-        "nnUNetTrainerCMCLFinetune_modalityDropout": "with p = 0.5 a sample loses a random proper subset of "
+        "nnUNetTrainerCMCLFinetune_modalityDropout": "with p = 0.1 a sample loses a random proper subset of "
                                                      "its modalities (set to 0)",
     }),
     ("Baselines", "nnUNetv2_train D C FOLD -tr NAME", {

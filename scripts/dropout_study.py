@@ -19,13 +19,13 @@ from nnunet_cmcl.study.plan import Arm
 ARMS = (Arm("nnU-Net", "nnUNetTrainerSeeded_cpuPreset"),
         Arm("nnU-Net + dropout 0.1", "nnUNetTrainerSeeded_modalityDropout_p10_cpuPreset"),
         Arm("nnU-Net + dropout 0.25", "nnUNetTrainerSeeded_modalityDropout_p25_cpuPreset"),
-        Arm("nnU-Net + dropout 0.5", "nnUNetTrainerSeeded_modalityDropout_cpuPreset"),
+        Arm("nnU-Net + dropout 0.5", "nnUNetTrainerSeeded_modalityDropout_p50_cpuPreset"),
         Arm("CMCL", "nnUNetTrainerCMCLFinetune_cpuPreset", "nnUNetTrainerCMCL_cpuPreset"),
         Arm("CMCL + dropout 0.1", "nnUNetTrainerCMCLFinetune_modalityDropout_p10_cpuPreset",
             "nnUNetTrainerCMCL_cpuPreset", "nnU-Net + dropout 0.1"),
         Arm("CMCL + dropout 0.25", "nnUNetTrainerCMCLFinetune_modalityDropout_p25_cpuPreset",
             "nnUNetTrainerCMCL_cpuPreset", "nnU-Net + dropout 0.25"),
-        Arm("CMCL + dropout 0.5", "nnUNetTrainerCMCLFinetune_modalityDropout_cpuPreset",
+        Arm("CMCL + dropout 0.5", "nnUNetTrainerCMCLFinetune_modalityDropout_p50_cpuPreset",
             "nnUNetTrainerCMCL_cpuPreset", "nnU-Net + dropout 0.5"))
 
 

@@ -81,14 +81,21 @@ class nnUNetTrainerSeeded_modalityDropout_cpuPreset(_CPUPresetSegmentation, nnUN
     overrides = SEGMENTATION_BUDGET
 
 
-class nnUNetTrainerSeeded_modalityDropout_p25_cpuPreset(nnUNetTrainerSeeded_modalityDropout_cpuPreset):
-    """The same with dropout probability 0.25 (the measurement that chose the default: docs/missing_modalities.md)."""
-    overrides = {**SEGMENTATION_BUDGET, "modality_dropout_probability": 0.25}
-
-
+# the measurement that chose the default probability (scripts/dropout_study.py, docs/missing_modalities.md): one
+# trainer per probability, each naming it, so that a change of the default leaves their runs as they were
 class nnUNetTrainerSeeded_modalityDropout_p10_cpuPreset(nnUNetTrainerSeeded_modalityDropout_cpuPreset):
     """The same with dropout probability 0.1."""
     overrides = {**SEGMENTATION_BUDGET, "modality_dropout_probability": 0.1}
+
+
+class nnUNetTrainerSeeded_modalityDropout_p25_cpuPreset(nnUNetTrainerSeeded_modalityDropout_cpuPreset):
+    """The same with dropout probability 0.25."""
+    overrides = {**SEGMENTATION_BUDGET, "modality_dropout_probability": 0.25}
+
+
+class nnUNetTrainerSeeded_modalityDropout_p50_cpuPreset(nnUNetTrainerSeeded_modalityDropout_cpuPreset):
+    """The same with dropout probability 0.5."""
+    overrides = {**SEGMENTATION_BUDGET, "modality_dropout_probability": 0.5}
 
 
 class nnUNetTrainerCMCLFinetune_modalityDropout_cpuPreset(_CPUPresetSegmentation,
@@ -98,14 +105,19 @@ class nnUNetTrainerCMCLFinetune_modalityDropout_cpuPreset(_CPUPresetSegmentation
     overrides = SEGMENTATION_BUDGET
 
 
+class nnUNetTrainerCMCLFinetune_modalityDropout_p10_cpuPreset(nnUNetTrainerCMCLFinetune_modalityDropout_cpuPreset):
+    """The same with dropout probability 0.1."""
+    overrides = {**SEGMENTATION_BUDGET, "modality_dropout_probability": 0.1}
+
+
 class nnUNetTrainerCMCLFinetune_modalityDropout_p25_cpuPreset(nnUNetTrainerCMCLFinetune_modalityDropout_cpuPreset):
     """The same with dropout probability 0.25."""
     overrides = {**SEGMENTATION_BUDGET, "modality_dropout_probability": 0.25}
 
 
-class nnUNetTrainerCMCLFinetune_modalityDropout_p10_cpuPreset(nnUNetTrainerCMCLFinetune_modalityDropout_cpuPreset):
-    """The same with dropout probability 0.1."""
-    overrides = {**SEGMENTATION_BUDGET, "modality_dropout_probability": 0.1}
+class nnUNetTrainerCMCLFinetune_modalityDropout_p50_cpuPreset(nnUNetTrainerCMCLFinetune_modalityDropout_cpuPreset):
+    """The same with dropout probability 0.5."""
+    overrides = {**SEGMENTATION_BUDGET, "modality_dropout_probability": 0.5}
 
 
 class _CPUPresetPretraining:

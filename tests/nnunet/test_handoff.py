@@ -160,9 +160,9 @@ def test_prepare_unlabeled_dataset_then_pretrain_and_finetune_target(phantom_env
                "-pretrained_weights", checkpoint, "-device", "cpu"], phantom_env).stdout
     fold = join(phantom_env["nnUNet_results"], "Dataset501_CMCLPhantom",
                 "nnUNetTrainerCMCLFinetune_modalityDropout_smoke__nnUNetPlans__3d_fullres", "fold_1")
-    assert "modality dropout: probability 0.5 per training sample" in out and "2 proper non-empty subsets" in out
+    assert "modality dropout: probability 0.1 per training sample" in out and "2 proper non-empty subsets" in out
     settings = load_json(join(fold, "cmcl_settings.json"))["settings"]
-    assert settings["modality_dropout_probability"] == 0.5
+    assert settings["modality_dropout_probability"] == 0.1
     log = open(join(fold, next(f for f in os.listdir(fold) if f.startswith("training_log")))).read()
     assert f'"path": "{checkpoint}"' in log and "modality dropout this epoch:" in log  # the weights' source
     assert os.path.isfile(join(fold, "checkpoint_final.pth"))

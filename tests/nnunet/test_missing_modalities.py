@@ -58,10 +58,10 @@ def without_dropout(trained, evaluated) -> str:
 
 def test_training_with_modality_dropout_states_and_records_it(trained):
     env, out = trained
-    assert "modality dropout: probability 0.5 per training sample; modalities T1 (channel 0), T2 (channel 1), " \
+    assert "modality dropout: probability 0.1 per training sample; modalities T1 (channel 0), T2 (channel 1), " \
            "FLAIR (channel 2)" in out and "6 proper non-empty subsets" in out
     fold = join(_model(env), "fold_0")
-    assert load_json(join(fold, "cmcl_settings.json"))["settings"]["modality_dropout_probability"] == 0.5
+    assert load_json(join(fold, "cmcl_settings.json"))["settings"]["modality_dropout_probability"] == 0.1
     log = open(next(join(fold, f) for f in os.listdir(fold) if f.startswith("training_log"))).read()
     assert "modality dropout this epoch:" in log and "of 6 training samples" in log  # 3 iterations of batch 2
     assert os.path.isfile(join(fold, "validation", "summary.json"))  # nnU-Net's validation, every modality
@@ -145,7 +145,7 @@ def test_the_warning_reads_the_dropout_a_model_was_trained_with(trained, without
 
     env, _ = trained
     monkeypatch.setenv("nnUNet_extTrainer", env["nnUNet_extTrainer"])  # where the test trainers are found
-    assert dropout_probability(_model(env), [0], TRAINER) == 0.5  # recorded in its cmcl_settings.json
+    assert dropout_probability(_model(env), [0], TRAINER) == 0.1  # recorded in its cmcl_settings.json
     assert dropout_probability(without_dropout, [0], NO_DROPOUT) == 0  # no record: its class has no dropout
     assert dropout_probability(without_dropout, [0], "nnUNetTrainer") == 0  # nnU-Net's own
 
