@@ -79,7 +79,7 @@ def plot(values: dict, regions: dict, path: str) -> None:
         for n in ns:
             ax.scatter([n] * len(values[key][n]), values[key][n], s=8, color=ax.lines[-1].get_color(), alpha=0.5)
     ax.set_xscale("log", base=2)
-    ax.set_xticks(LABELED, [str(n) for n in LABELED])
+    ax.set_xticks(sorted(values["mean"]), [str(n) for n in sorted(values["mean"])])
     ax.set_xlabel("labeled training cases")
     ax.set_ylabel("Dice (24 validation cases)")
     ax.set_ylim(0, 1)
@@ -92,6 +92,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--labeled", type=int, nargs="+", default=list(LABELED))
     parser.add_argument("--png", default=None)
     parser.add_argument("--table", default=None)
     args = parser.parse_args()
@@ -115,7 +116,7 @@ def main() -> None:
     for seed in args.seeds:  # label seed = training seed: each repeat has its own labeled cases
         _, seed_runs = run_experiment(name, CONFIGURATION, PLANS, [0], None, seed,
                                       [Arm("nnU-Net", "nnUNetTrainerSeeded_cpuPreset")], "cpu", [seed],
-                                      list(LABELED), None, f"brats curve seed {seed}")
+                                      args.labeled, None, f"brats curve seed {seed}")
         runs += [r.record() for r in seed_runs if r.kind == "segmentation"]
     results = join(str(nnUNet_results), name)
     regions = class_names(load_json(join(nnUNet_preprocessed, name, "dataset.json")))

@@ -67,9 +67,11 @@ def _shape_distance(rng: np.random.Generator, grid: np.ndarray, centre: np.ndarr
     return distance + roughness * _smooth_noise(rng, grid.shape[1:], max(1.5, radius / 3))
 
 
-def _tumour(rng: np.random.Generator, grid: np.ndarray, centre: np.ndarray, radius: float) -> np.ndarray:
-    """One tumour's labels (Z, Y, X) uint8: edema around a core; the core an enhancing rim around necrosis,
-    solid when too small for both, or all non-enhancing core (15 % of tumours)."""
+def _tumour(rng: np.random.Generator, grid: np.ndarray, centre: np.ndarray,
+            radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """One tumour: (labels (Z, Y, X) uint8, its solid non-enhancing core (bool)). Edema around a core; the core
+    an enhancing rim around necrosis, solid enhancing when too small for both, or, in 30 % of tumours, solid
+    non-enhancing tumour (label 2 that looks like edema more than like necrosis)."""
     whole = _shape_distance(rng, grid, centre, radius, rng.uniform(0.12, 0.25)) < 1
     core_radius = radius * rng.uniform(0.45, 0.8)
     core_centre = centre + rng.uniform(-0.2, 0.2, 3) * radius  # eccentric in its edema
@@ -77,14 +79,14 @@ def _tumour(rng: np.random.Generator, grid: np.ndarray, centre: np.ndarray, radi
     core = core_distance < 1
     whole |= binary_dilation(core, iterations=1)  # edema at least one voxel around the core
     labels = np.where(whole, EDEMA, 0).astype(np.uint8)
-    if rng.random() < 0.15:
+    if rng.random() < 0.3:
         labels[core] = NECROSIS  # a non-enhancing tumour: its core never lights up in t1gd
-        return labels
+        return labels, core
     rim = rng.uniform(1.0, 2.2)  # voxels
     necrosis = core & (core_distance < 1 - rim / core_radius)
     labels[core] = ENHANCING
     labels[necrosis] = NECROSIS
-    return labels
+    return labels, np.zeros_like(core)
 
 
 def _mass_effect(grid: np.ndarray, centre: np.ndarray, radius: float, strength: float) -> np.ndarray:
@@ -154,11 +156,15 @@ def brats_case(rng: np.random.Generator, template: np.ndarray) -> tuple[np.ndarr
     csf = np.clip(mask - gm - wm, 0.0, None)
     brain = mask > 0.5
 
-    labels = np.zeros(shape, np.uint8)
+    labels, solid = np.zeros(shape, np.uint8), np.zeros(shape, bool)
     for centre, radius in tumours:
-        labels = np.maximum(labels, _tumour(rng, grid, centre, radius))
+        one, one_solid = _tumour(rng, grid, centre, radius)
+        labels, solid = np.maximum(labels, one), solid | one_solid
     labels[~brain] = 0
-    parts = [gaussian_filter((labels == k).astype(np.float64), 0.5) for k in (EDEMA, NECROSIS, ENHANCING)]
+    solid &= labels == NECROSIS
+    # edema, necrosis, solid non-enhancing core, enhancing tumour, each with partial-volume edges
+    parts = [gaussian_filter(mask.astype(np.float64), 0.5) for mask in
+             (labels == EDEMA, (labels == NECROSIS) & ~solid, solid, labels == ENHANCING)]
     tumour = np.clip(sum(parts), 0, 1)
     anatomy = np.stack([csf, gm, wm]) * (1 - tumour)
 
@@ -181,16 +187,25 @@ def brats_case(rng: np.random.Generator, template: np.ndarray) -> tuple[np.ndarr
     wmh = np.maximum(_blobs(rng, grid, (wm > 0.5) & outside_tumour, int(2 + 20 * burden), (0.7, 3.0)),
                      _blobs(rng, grid, ventricle_edge & outside_tumour, int(1 + 8 * burden), (1.0, 2.5)))
     heterogeneity = 1 + 0.08 * _smooth_noise(rng, shape, 1.0)  # tumours are not uniform inside
+    # this subject's tumour phenotype: necrosis from fluid to proteinaceous, solid core near edema, an enhancement
+    # of its own strength that is patchy along the rim
+    necrosis_row = np.array([rng.uniform(0.3, 0.95), t1 := rng.uniform(0.2, 0.45), t1 + 0.03, rng.uniform(0.8, 1.1)])
+    solid_row = np.array([rng.uniform(0.8, 1.0), t1 := rng.uniform(0.4, 0.55), t1 + 0.02, rng.uniform(0.7, 0.9)])
+    dose = rng.uniform(0.9, 1.6)  # the contrast agent's effect, in the tumour and the vessels alike
+    patchy = np.clip(0.6 + 0.4 * _smooth_noise(rng, shape, 1.5), 0.25, 1.0)
 
     norm_grid = 2 * grid / (np.array(shape)[:, None, None, None] - 1) - 1
     blur_axis = int(rng.integers(3))
     images = np.empty((len(CHANNELS), *shape), np.float32)
     for ch in range(len(CHANNELS)):
-        table = _TABLE[:, ch] * rng.normal(1.0, 0.05, len(_TABLE))  # this scanner's contrast
+        table = _TABLE[:, ch] * rng.normal(1.0, 0.08, len(_TABLE))  # this scanner's contrast
         image = np.tensordot(table[:3], anatomy, axes=1)
         edema = table[2] + (table[3] - table[2]) * edema_contrast  # white matter at contrast 0, edema at 1
-        image += (parts[0] * edema + parts[1] * table[4] + parts[2] * table[5]) * heterogeneity
-        image += _VESSEL[ch] * vessels + _CHOROID[ch] * choroid + _WMH[ch] * wmh
+        contrast = dose if CHANNELS[ch] == "t1gd" else 1.0
+        enhancing = table[5] * contrast * (patchy if CHANNELS[ch] == "t1gd" else 1.0)
+        image += (parts[0] * edema + parts[1] * necrosis_row[ch] * table[4] / _TABLE[4, ch]
+                  + parts[2] * solid_row[ch] * table[4] / _TABLE[4, ch] + parts[3] * enhancing) * heterogeneity
+        image += (_VESSEL[ch] * vessels + _CHOROID[ch] * choroid) * contrast + _WMH[ch] * wmh
         image = np.clip(image, 0, None) ** rng.uniform(0.85, 1.15) * rng.uniform(0.6, 1.6)
         image *= _bias_field(rng, norm_grid, rng.uniform(0.05, 0.25))
         sigma = rng.uniform(0.0, 0.4, 3)
