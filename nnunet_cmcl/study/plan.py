@@ -162,7 +162,12 @@ def plan_runs(name: str, configuration: str, plans: str, folds: list[int], fract
     if labels_per_seed and not train_seeds:
         raise CMCLInputError("labels_per_seed draws a labeled subset per training seed; give train_seeds too")
     regimes = {s: fraction_folds(name, folds, fractions, seed + s if labels_per_seed else seed) for s in seeds}
-    repeat = _repeats(name, set(folds) | {f for r in regimes.values() for f in r.values()}, train_seeds)
+    if labels_per_seed:  # seed s repeats its own regimes only
+        repeat = {}
+        for s in seeds:
+            repeat.update(_repeats(name, set(folds) | set(regimes[s].values()), [s]))
+    else:
+        repeat = _repeats(name, set(folds) | set(regimes[seeds[0]].values()), train_seeds)
     pool_repeat = _repeats(pool, set(folds), train_seeds) if pool else repeat
     splits = load_json(join(nnUNet_preprocessed, name, "splits_final.json"))
     # a pretraining is a trainer with its plans: arms that share both share the run

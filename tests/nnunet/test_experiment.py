@@ -71,6 +71,8 @@ def test_every_run_is_repeated_per_seed_and_reported_against_the_baseline(study)
     regimes = {s["cmcl_seed"]: i for i, s in enumerate(splits) if s.get("cmcl_fraction") == 0.5
                and "cmcl_train_seed" not in s}
     assert sorted(regimes) == [0, 1] and splits[regimes[0]]["train"] != splits[regimes[1]]["train"]
+    # and each seed repeats its own regime only: no repeat of the other seed's labeled cases
+    assert len([s for s in splits if "cmcl_train_seed" in s and "cmcl_fraction" in s]) == 2
     for seed in (0, 1):
         regime = regimes[seed]
         assert len(splits[regime]["train"]) == 2 and splits[regime]["val"] == splits[0]["val"]
