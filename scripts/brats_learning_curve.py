@@ -1,6 +1,6 @@
 """nnU-Net's learning curve on the BraTS-like built-in data: is it a benchmark where labels matter?
 
-nnU-Net alone (nnUNetTrainerSeeded with the CPU preset's segmentation budget, 2d, batch 8), one fold of 16 training
+nnU-Net alone (nnUNetTrainerSeeded, 2d, batch 8, by default with the BraTS-like sizing budget), one fold of 16 training
 and 24 validation cases of `synth brats`, Dice per region (whole tumour, tumour core, enhancing tumour) and mean
 against 2, 4, 8 and all 16 labeled cases. Each training seed s draws its own labeled subsets (label seed s), so
 the spread over seeds covers which cases are labeled as well as the training's randomness. Convergence by the
@@ -67,7 +67,7 @@ def curve_table(records: list[dict], curves: list[dict], regions: dict) -> tuple
     return lines, values
 
 
-def plot(values: dict, regions: dict, path: str) -> None:
+def plot(values: dict, regions: dict, path: str, trainer: str) -> None:
     from nnunet_cmcl.evaluation.figures import new_figure, save_png
 
     fig = new_figure(6, 4)
@@ -83,7 +83,7 @@ def plot(values: dict, regions: dict, path: str) -> None:
     ax.set_xlabel("labeled training cases")
     ax.set_ylabel("Dice (24 validation cases)")
     ax.set_ylim(0, 1)
-    ax.set_title("nnU-Net on synth brats (2d, CPU preset budget): mean over seeds, dots per seed", fontsize=9)
+    ax.set_title(f"nnU-Net ({trainer}, 2d) on synth brats: mean over seeds, dots per seed", fontsize=9)
     ax.legend(fontsize=8)
     save_png(fig, path)
 
@@ -93,6 +93,9 @@ def main() -> None:
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--labeled", type=int, nargs="+", default=list(LABELED))
+    parser.add_argument("--trainer", default="nnUNetTrainerSeeded_brats_cpuPreset",
+                        help="nnU-Net's trainer with the budget to size (default: the BraTS-like data's, 2,000 "
+                             "iterations; nnUNetTrainerSeeded_cpuPreset: the tissue preset's 1,000)")
     parser.add_argument("--png", default=None)
     parser.add_argument("--table", default=None)
     args = parser.parse_args()
@@ -115,7 +118,7 @@ def main() -> None:
     runs = []
     for seed in args.seeds:  # label seed = training seed: each repeat has its own labeled cases
         _, seed_runs = run_experiment(name, CONFIGURATION, PLANS, [0], None, seed,
-                                      [Arm("nnU-Net", "nnUNetTrainerSeeded_cpuPreset")], "cpu", [seed],
+                                      [Arm("nnU-Net", args.trainer)], "cpu", [seed],
                                       args.labeled, None, f"brats curve seed {seed}")
         runs += [r.record() for r in seed_runs if r.kind == "segmentation"]
     results = join(str(nnUNet_results), name)
@@ -128,7 +131,7 @@ def main() -> None:
         with open(args.table, "w") as f:
             f.write(text + "\n")
     if args.png:
-        plot(values, regions, args.png)
+        plot(values, regions, args.png, args.trainer)
     print(f"[brats curve] done in {time.time() - start:.0f} s")
 
 

@@ -13,7 +13,7 @@ if ! python -c "import torch, torchvision" >/dev/null 2>&1; then
   echo "[setup] installing torch 2.14.1 + torchvision 0.29.1 (a few minutes on first run)"
   python -m pip install -q "torch==2.14.1" "torchvision==0.29.1" 2> >(grep -v "is ignored" >&2)
 fi
-if ! python -c "import nnunet_cmcl, nnunetv2, nilearn, pytest" >/dev/null 2>&1; then
+if ! python -c "import nnunet_cmcl, nnunetv2, nilearn, pytest, xdist" >/dev/null 2>&1; then
   echo "[setup] installing nnunet-cmcl (editable) with nnU-Net and pytest"
   python -m pip install -q -e ".[test]" 2> >(grep -v "is ignored" >&2)
 fi

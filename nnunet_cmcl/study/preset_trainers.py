@@ -18,6 +18,9 @@ from nnunet_cmcl.transfer.modality_dropout import (nnUNetTrainerCMCLFinetune_mod
 # 1000 iterations of batch 8: the baseline's EMA pseudo Dice moved 0.008 over the last fifth in the sizing run
 # (docs/study.md); 2 validation batches an epoch, because 8 slices made the pseudo Dice jitter by about 0.01
 SEGMENTATION_BUDGET = {"num_epochs": 200, "num_iterations_per_epoch": 5, "num_val_iterations_per_epoch": 2}
+# the BraTS-like data's sizing budget (scripts/brats_learning_curve.py, docs/brats.md): twice the iterations, since
+# at 1000 no run of nnU-Net's first curve on it converged; 4 validation batches an epoch against the EMA's jitter
+BRATS_SEGMENTATION_BUDGET = {"num_epochs": 200, "num_iterations_per_epoch": 10, "num_val_iterations_per_epoch": 4}
 PRETRAINING_BUDGET = {"num_epochs": 60, "num_iterations_per_epoch": 5, "num_val_iterations_per_epoch": 1}
 # many short epochs, so nnU-Net's EMA pseudo Dice (smoothing factor 0.9 per epoch) catches up with the curve by
 # the last fifth; progress.png every 10 epochs, because plotting it costs more than a 5-iteration epoch here
@@ -51,6 +54,11 @@ class nnUNetTrainerSeeded_cpuPreset(_CPUPresetSegmentation, nnUNetTrainerSeeded)
     """nnU-Net's default trainer (seeded) with the preset's segmentation budget: the baseline arm, and every
     pretrained arm's schedule-matched control (the fine-tuning trainer's default schedule is nnU-Net's)."""
     overrides = SEGMENTATION_BUDGET
+
+
+class nnUNetTrainerSeeded_brats_cpuPreset(nnUNetTrainerSeeded_cpuPreset):
+    """nnU-Net (seeded) with the BraTS-like data's sizing budget: its learning curve (scripts/brats_learning_curve.py)."""
+    overrides = BRATS_SEGMENTATION_BUDGET
 
 
 class nnUNetTrainerCMCLFinetune_cpuPreset(_CPUPresetSegmentation, nnUNetTrainerCMCLFinetune):
