@@ -82,8 +82,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def add_study(sub) -> None:
     p = sub.add_parser("study", help="the whole study as a preset: 'cpu' on built-in data (about 2.5 h on 2 cores), "
+                                     "'brats' on the BraTS-like built-in data (docs/brats.md; not yet sized to 3 h), "
                                      "'gpu' on your dataset with nnU-Net's budgets (resumable)")
-    p.add_argument("--preset", required=True, choices=("cpu", "gpu"))
+    p.add_argument("--preset", required=True, choices=("cpu", "brats", "gpu"))
     p.add_argument("--workdir", default="cmcl_study", help="cpu: folder for nnU-Net's data and results")
     p.add_argument("-d", default=None, help="gpu: dataset name or id (planned and preprocessed)")
     p.add_argument("-c", default="3d_fullres", help="gpu: configuration (default 3d_fullres)")
@@ -93,10 +94,10 @@ def add_study(sub) -> None:
 
 
 def _cmd_study(args: argparse.Namespace) -> int:
-    if args.preset == "cpu":
+    if args.preset in ("cpu", "brats"):
         from nnunet_cmcl.study.preset import run_study
 
-        print(run_study("cpu", args.workdir, args.device or "cpu"))
+        print(run_study(args.preset, args.workdir, args.device or "cpu"))
         return 0
     if args.d is None:
         raise CMCLInputError("--preset gpu runs on your dataset: give it with -d (planned and preprocessed)")

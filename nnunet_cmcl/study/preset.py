@@ -33,6 +33,20 @@ RETIRED_STUDY_PLANS = ("nnUNetPlans_cpuStudy",)
 
 
 @dataclass(frozen=True)
+class PresetData:
+    """A built-in dataset a preset runs on: its kind for `nnunet-cmcl synth` (data/writers.py), the dataset names
+    of the study and of its pool, its channels in order."""
+    kind: str
+    study_name: str
+    pool_name: str
+    channels: tuple[str, ...]
+
+
+DATA = {"brain": PresetData("brain", "CMCLBrainStudy", "CMCLBrainPool", ("T1", "T2", "FLAIR")),
+        "brats": PresetData("brats", "CMCLBraTSStudy", "CMCLBraTSPool", ("FLAIR", "T1w", "t1gd", "T2w"))}
+
+
+@dataclass(frozen=True)
 class Preset:
     name: str
     dataset_id: int
@@ -46,12 +60,24 @@ class Preset:
     labeled: tuple[int, ...]
     train_seeds: tuple[int, ...]
     arms: tuple[Arm, ...]
-    modalities: tuple[str, ...] = ("T1", "T2", "FLAIR")  # the brain dataset's channels
+    data: str = "brain"  # the built-in data, a key of DATA
     # what the missing-modality step leaves out, as `experiment --missing` takes it: 'all' is every proper
     # non-empty subset of the modalities, channel names are each left out alone
     absent: tuple[str, ...] = ("all",)
     # each training seed draws its own labeled subsets (plan.plan_runs), so the CIs cover which cases are labeled
     labels_per_seed: bool = False
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return DATA[self.data].channels
+
+    @property
+    def study_name(self) -> str:
+        return DATA[self.data].study_name
+
+    @property
+    def pool_name(self) -> str:
+        return DATA[self.data].pool_name
 
     @property
     def pool_monitor_cases(self) -> int:
@@ -69,7 +95,23 @@ CPU_ARMS = (Arm("nnU-Net", "nnUNetTrainerSeeded_cpuPreset"),
 
 CPU = Preset("cpu", dataset_id=970, pool_id=971, shape=(32, 40, 32), train_cases=16, val_cases=24, pool_cases=32,
              configuration="2d", batch_size=8, labeled=(2, 16), train_seeds=(0, 1, 2), arms=CPU_ARMS)
-PRESETS = {"cpu": CPU}
+# the BraTS-like benchmark (docs/brats.md): the tissue preset's arms with the BraTS-like segmentation budget, and
+# modality dropout with and without CMCL; a middle label regime; each seed its own labeled cases; a pool 4x the
+# training set; every one of the 14 subsets of absent modalities
+BRATS_ARMS = (Arm("nnU-Net", "nnUNetTrainerSeeded_brats_cpuPreset"),
+              Arm("CMCL", "nnUNetTrainerCMCLFinetune_brats_cpuPreset", "nnUNetTrainerCMCL_cpuPreset"),
+              Arm("reconstruction", "nnUNetTrainerCMCLFinetune_fromRecon_brats_cpuPreset",
+                  "nnUNetTrainerCMCL_recon_cpuPreset"),
+              Arm("CMCL + reconstruction", "nnUNetTrainerCMCLFinetune_fromDAE_brats_cpuPreset",
+                  "nnUNetTrainerCMCL_DAE_cpuPreset"),
+              Arm("nnU-Net + dropout", "nnUNetTrainerSeeded_modalityDropout_brats_cpuPreset"),
+              Arm("CMCL + dropout", "nnUNetTrainerCMCLFinetune_modalityDropout_brats_cpuPreset",
+                  "nnUNetTrainerCMCL_cpuPreset", "nnU-Net + dropout"))
+
+BRATS = Preset("brats", dataset_id=974, pool_id=975, shape=(48, 56, 48), train_cases=16, val_cases=24, pool_cases=64,
+               configuration="2d", batch_size=8, labeled=(2, 4, 16), train_seeds=(0, 1, 2), arms=BRATS_ARMS,
+               data="brats", labels_per_seed=True)
+PRESETS = {"cpu": CPU, "brats": BRATS}
 
 
 def _step(text: str) -> None:
@@ -82,16 +124,17 @@ def _case_ids(name: str, count: int, start: int = 0) -> list[str]:
 
 def write_data(preset: Preset) -> tuple[str, str]:
     """The study dataset and the pool in nnUNet_raw (kept if they exist); returns their names."""
-    from nnunet_cmcl.data.synthetic import write_brain_dataset
+    from nnunet_cmcl.data.writers import write_dataset
     from nnunet_cmcl.naming import dataset_name
 
-    raw = os.environ["nnUNet_raw"]
+    raw, data = os.environ["nnUNet_raw"], DATA[preset.data]
     if not any(d.startswith(f"Dataset{preset.dataset_id}_") for d in os.listdir(raw)):
-        write_brain_dataset(raw, preset.dataset_id, "CMCLBrainStudy", preset.train_cases + preset.val_cases,
-                            preset.shape, seed=0)  # 'case i' depends on (seed, i) only: the same subjects each time
+        # 'case i' depends on (seed, i) only: the same subjects each time
+        write_dataset(data.kind, raw, preset.dataset_id, data.study_name, preset.train_cases + preset.val_cases,
+                      seed=0, shape=preset.shape)
     if not any(d.startswith(f"Dataset{preset.pool_id}_") for d in os.listdir(raw)):
-        write_brain_dataset(raw, preset.pool_id, "CMCLBrainPool", preset.pool_cases, preset.shape, seed=1,
-                            with_labels=False)
+        write_dataset(data.kind, raw, preset.pool_id, data.pool_name, preset.pool_cases, seed=1, with_labels=False,
+                      shape=preset.shape)
     # every time, not only after writing the pool: a copy interrupted by a kill is completed by the rerun
     _add_training_images(preset, os.path.join(raw, dataset_name(preset.dataset_id)),
                          os.path.join(raw, dataset_name(preset.pool_id)))
@@ -103,7 +146,7 @@ def _add_training_images(preset: Preset, study_folder: str, pool_folder: str) ->
     import json
 
     images = os.path.join(study_folder, "imagesTr")
-    for case in _case_ids("CMCLBrainStudy", preset.train_cases):
+    for case in _case_ids(preset.study_name, preset.train_cases):
         for channel in range(len(preset.modalities)):
             file = f"{case}_{channel:04d}.nii.gz"
             shutil.copyfile(os.path.join(images, file), os.path.join(pool_folder, "imagesTr", file))
@@ -135,7 +178,7 @@ def preprocess(preset: Preset, study: str, pool: str) -> None:
     if batch != preset.batch_size:  # a workdir of an earlier version of the preset: its runs are not this study's
         raise CMCLInputError(f"{folder} holds {STUDY_PLANS} with batch {batch}, the preset {preset.name!r} uses "
                              f"{preset.batch_size}: an earlier version's workdir; give a new --workdir")
-    ids = _case_ids("CMCLBrainStudy", preset.train_cases + preset.val_cases)
+    ids = _case_ids(preset.study_name, preset.train_cases + preset.val_cases)
     if not isfile(join(folder, "splits_final.json")):
         save_json([{"train": ids[:preset.train_cases], "val": ids[preset.train_cases:]}],
                   join(folder, "splits_final.json"))
@@ -144,7 +187,7 @@ def preprocess(preset: Preset, study: str, pool: str) -> None:
         from nnunet_cmcl.transfer.prepare import prepare
 
         prepare(study, pool, preset.configuration, STUDY_PLANS, 2, "nnUNetTrainerCMCL")
-        pool_ids, monitor = _case_ids("CMCLBrainPool", preset.pool_cases), preset.pool_monitor_cases
+        pool_ids, monitor = _case_ids(preset.pool_name, preset.pool_cases), preset.pool_monitor_cases
         # the pool's own last cases monitor retrieval; the study's validation images are nowhere in the pool
         save_json([{"train": pool_ids[:-monitor] + ids[:preset.train_cases], "val": pool_ids[-monitor:]}],
                   join(pool_folder, "splits_final.json"))

@@ -56,11 +56,6 @@ class nnUNetTrainerSeeded_cpuPreset(_CPUPresetSegmentation, nnUNetTrainerSeeded)
     overrides = SEGMENTATION_BUDGET
 
 
-class nnUNetTrainerSeeded_brats_cpuPreset(nnUNetTrainerSeeded_cpuPreset):
-    """nnU-Net (seeded) with the BraTS-like data's sizing budget: its learning curve (scripts/brats_learning_curve.py)."""
-    overrides = BRATS_SEGMENTATION_BUDGET
-
-
 class nnUNetTrainerCMCLFinetune_cpuPreset(_CPUPresetSegmentation, nnUNetTrainerCMCLFinetune):
     """Fine-tuning with its default schedule (nnU-Net's) and the preset's segmentation budget, from the default
     CMCL (nnUNetTrainerCMCL_cpuPreset)."""
@@ -153,3 +148,34 @@ class nnUNetTrainerCMCL_DAE_cpuPreset(_CPUPresetPretraining, nnUNetTrainerCMCL_D
 class nnUNetTrainerCMCL_DAE_global_cpuPreset(_CPUPresetPretraining, nnUNetTrainerCMCL_DAE_global):
     """CMCL + reconstruction with the global term, the hybrid of the committed report's "CMCL + reconstruction"
     arm: an arm to add beside the preset's."""
+
+
+# the BraTS-like preset (`study --preset brats`): every segmentation arm with BRATS_SEGMENTATION_BUDGET, the
+# pretrainings the tissue preset's (above)
+class nnUNetTrainerSeeded_brats_cpuPreset(nnUNetTrainerSeeded_cpuPreset):
+    """nnU-Net (seeded) with the BraTS-like budget: the baseline, and its learning curve
+    (scripts/brats_learning_curve.py)."""
+    overrides = BRATS_SEGMENTATION_BUDGET
+
+
+class nnUNetTrainerCMCLFinetune_brats_cpuPreset(nnUNetTrainerCMCLFinetune_cpuPreset):
+    """Fine-tuning from the default CMCL with the BraTS-like budget."""
+    overrides = BRATS_SEGMENTATION_BUDGET
+
+
+class nnUNetTrainerCMCLFinetune_fromRecon_brats_cpuPreset(nnUNetTrainerCMCLFinetune_brats_cpuPreset):
+    """The same from reconstruction-only pretraining (its own results folder)."""
+
+
+class nnUNetTrainerCMCLFinetune_fromDAE_brats_cpuPreset(nnUNetTrainerCMCLFinetune_brats_cpuPreset):
+    """The same from the default CMCL + reconstruction (its own results folder)."""
+
+
+class nnUNetTrainerSeeded_modalityDropout_brats_cpuPreset(nnUNetTrainerSeeded_modalityDropout_cpuPreset):
+    """nnU-Net with modality dropout at its default probability, the BraTS-like budget."""
+    overrides = BRATS_SEGMENTATION_BUDGET
+
+
+class nnUNetTrainerCMCLFinetune_modalityDropout_brats_cpuPreset(nnUNetTrainerCMCLFinetune_modalityDropout_cpuPreset):
+    """Fine-tuning from the default CMCL with modality dropout at its default probability, the BraTS-like budget."""
+    overrides = BRATS_SEGMENTATION_BUDGET

@@ -1,0 +1,39 @@
+"""The built-in presets are consistent before any run: trainers nnU-Net finds, controls that are arms, the data's
+channels, a pool at least 4x the labeled training set, each preset's own dataset ids."""
+import pytest
+
+from nnunet_cmcl.data.brats import CHANNELS as BRATS_CHANNELS
+from nnunet_cmcl.naming import find_trainer_class
+from nnunet_cmcl.study.preset import DATA, PRESETS
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_preset_arms_are_trainers_nnunet_finds_and_controls_are_arms(name):
+    preset = PRESETS[name]
+    labels = [a.label for a in preset.arms]
+    assert len(set(labels)) == len(labels)
+    for arm in preset.arms:
+        for trainer in filter(None, (arm.trainer, arm.pretrainer)):
+            cls = find_trainer_class(trainer)
+            assert cls is not None, trainer
+            assert getattr(cls, "reads_train_seed", False) or arm.pretrainer == trainer, trainer
+        assert arm.control is None or arm.control in labels
+    assert preset.data in DATA and max(preset.labeled) == preset.train_cases
+
+
+def test_the_brats_preset_runs_on_the_brats_data_with_every_arm_the_issue_names():
+    preset = PRESETS["brats"]
+    assert preset.modalities == BRATS_CHANNELS and preset.labels_per_seed and preset.absent == ("all",)
+    assert preset.pool_cases >= 4 * preset.train_cases and preset.val_cases >= 24 and len(preset.train_seeds) == 3
+    assert len(preset.labeled) == 3
+    trainers = {a.label: a.trainer for a in preset.arms}
+    assert {"nnU-Net", "CMCL", "reconstruction", "CMCL + reconstruction", "nnU-Net + dropout",
+            "CMCL + dropout"} == set(trainers)
+    # one budget for every segmentation arm: each arm's difference to nnU-Net is its weights' or its dropout's
+    budgets = {name: find_trainer_class(t).overrides for name, t in trainers.items()}
+    assert len({str(sorted(b.items())) for b in budgets.values()}) == 1
+
+
+def test_presets_have_their_own_datasets():
+    ids = [i for p in PRESETS.values() for i in (p.dataset_id, p.pool_id)]
+    assert len(set(ids)) == len(ids)
