@@ -15,7 +15,7 @@ No single channel's threshold segments a region, because each signature has a lo
 - the enhancing rim is bright in t1gd only; vessels and the choroid plexus enhance in t1gd too;
 - necrosis is dark in T1w and t1gd, as CSF is; it is bright in T2w, as CSF is; only FLAIR tells them apart.
 
-Subjects differ as scanners do: per-channel tissue contrasts (5 % jitter and a gamma), bias fields, noise level,
+Subjects differ as scanners do: per-channel tissue contrasts (8 % jitter and a gamma), bias fields, noise level,
 and resolution (a blur, stronger along one random axis, like thick slices). It is a test bed with the structure of
 the task, not patient data. Axis order and file layout as in ``synthetic``.
 """
@@ -67,11 +67,13 @@ def _shape_distance(rng: np.random.Generator, grid: np.ndarray, centre: np.ndarr
     return distance + roughness * _smooth_noise(rng, grid.shape[1:], max(1.5, radius / 3))
 
 
-def _tumour(rng: np.random.Generator, grid: np.ndarray, centre: np.ndarray,
-            radius: float) -> tuple[np.ndarray, np.ndarray]:
+def _tumour(rng: np.random.Generator, grid: np.ndarray, centre: np.ndarray, radius: float,
+            first: bool) -> tuple[np.ndarray, np.ndarray]:
     """One tumour: (labels (Z, Y, X) uint8, its solid non-enhancing core (bool)). Edema around a core; the core
-    an enhancing rim around necrosis, solid enhancing when too small for both, or, in 30 % of tumours, solid
-    non-enhancing tumour (label 2 that looks like edema more than like necrosis)."""
+    an enhancing rim around necrosis, solid enhancing when too small for both. In 30 % of tumours the core is
+    solid non-enhancing tumour (label 2 that looks like edema more than like necrosis): all of it in a later
+    tumour, the part beyond a random plane through its centre in a subject's first, whose rest still enhances, so
+    that every subject has enhancing tumour (an empty reference makes nnU-Net's Dice 0 at the first false voxel)."""
     whole = _shape_distance(rng, grid, centre, radius, rng.uniform(0.12, 0.25)) < 1
     core_radius = radius * rng.uniform(0.45, 0.8)
     core_centre = centre + rng.uniform(-0.2, 0.2, 3) * radius  # eccentric in its edema
@@ -79,14 +81,17 @@ def _tumour(rng: np.random.Generator, grid: np.ndarray, centre: np.ndarray,
     core = core_distance < 1
     whole |= binary_dilation(core, iterations=1)  # edema at least one voxel around the core
     labels = np.where(whole, EDEMA, 0).astype(np.uint8)
-    if rng.random() < 0.3:
-        labels[core] = NECROSIS  # a non-enhancing tumour: its core never lights up in t1gd
-        return labels, core
-    rim = rng.uniform(1.0, 2.2)  # voxels
+    solid = np.zeros_like(core)
+    if rng.random() < 0.3:  # a non-enhancing core, or part of one
+        normal = rng.standard_normal(3)
+        side = np.einsum("i,i...->...", normal, grid - core_centre[:, None, None, None]) > 0
+        solid = core & side if first else core
+    rim = rng.uniform(1.2, 2.6)  # voxels
     necrosis = core & (core_distance < 1 - rim / core_radius)
     labels[core] = ENHANCING
     labels[necrosis] = NECROSIS
-    return labels, np.zeros_like(core)
+    labels[solid] = NECROSIS  # label 2, never lighting up in t1gd
+    return labels, solid
 
 
 def _mass_effect(grid: np.ndarray, centre: np.ndarray, radius: float, strength: float) -> np.ndarray:
@@ -157,8 +162,8 @@ def brats_case(rng: np.random.Generator, template: np.ndarray) -> tuple[np.ndarr
     brain = mask > 0.5
 
     labels, solid = np.zeros(shape, np.uint8), np.zeros(shape, bool)
-    for centre, radius in tumours:
-        one, one_solid = _tumour(rng, grid, centre, radius)
+    for k, (centre, radius) in enumerate(tumours):
+        one, one_solid = _tumour(rng, grid, centre, radius, k == 0)
         labels, solid = np.maximum(labels, one), solid | one_solid
     labels[~brain] = 0
     solid &= labels == NECROSIS
@@ -173,7 +178,8 @@ def brats_case(rng: np.random.Generator, template: np.ndarray) -> tuple[np.ndarr
     from_core = distance_transform_edt(~core) if core.any() else np.zeros(shape)
     edge = from_core[labels == EDEMA].max() if (labels == EDEMA).any() else 1.0
     fade = rng.uniform(0.25, 0.6)
-    edema_contrast = 1 - (1 - fade) * np.clip(from_core / max(edge, 1.0), 0, 1)
+    # how conspicuous this subject's edema is: from subtle (half its contrast to white matter) to full
+    edema_contrast = rng.uniform(0.5, 1.0) * (1 - (1 - fade) * np.clip(from_core / max(edge, 1.0), 0, 1))
 
     outside_tumour = labels == 0
     depth = distance_transform_edt(brain)
