@@ -1,13 +1,15 @@
-"""`nnunet-cmcl study --preset cpu`: the whole study on built-in data, on 2 CPU cores, resumable, one command.
+"""`nnunet-cmcl study --preset cpu|brats`: the whole study on built-in data, on 2 CPU cores, resumable, one command.
 
-Data: a simulated multi-modal brain dataset (T1, T2, FLAIR; CSF, grey and white matter) with one fold of
+Data (``Preset.data``): a simulated multi-modal brain dataset (``cpu``: T1, T2, FLAIR; CSF, grey and white
+matter) or the BraTS-like one (``brats``: FLAIR, T1w, t1gd, T2w; nnU-Net's tumour regions), with one fold of
 ``train_cases`` training and ``val_cases`` validation cases, and an unlabeled pool of ``pool_cases`` more subjects,
 preprocessed with the study dataset's plans by `prepare`. Pretraining sees the pool plus the fold's training
-images, never its validation images. Arms: nnU-Net's default trainer (seeded), and fine-tuning with nnU-Net's
-schedule from the default CMCL (dense terms only), from reconstruction only and from the default CMCL +
-reconstruction; label regimes of a few labeled cases and all of them; three training seeds; the first seed's
-all-labels models also validated under every proper non-empty subset of absent modalities (6 for three). Plans ``nnUNetPlans_cpuPreset``; a workdir holding an earlier version's
-plans is refused. Budgets and sizes: docs/study.md says how they were measured.
+images, never its validation images. Arms (``cpu``): nnU-Net's default trainer (seeded), and fine-tuning with
+nnU-Net's schedule from the default CMCL (dense terms only), from reconstruction only and from the default CMCL +
+reconstruction (``brats`` adds modality dropout on nnU-Net and on CMCL); label regimes of a few labeled cases and
+all of them; three training seeds; the first seed's all-labels models also validated under every proper
+non-empty subset of absent modalities (6 for three, 14 for four). Plans ``nnUNetPlans_cpuPreset``; a workdir
+holding an earlier version's plans is refused. Budgets and sizes: docs/study.md says how they were measured.
 
 Seeds: the preset runs with ``nnUNet_n_proc_DA=1`` unless it is set (one seeded augmentation worker per loader).
 A rerun with the same seed is expected to repeat a run bit for bit there, but this is tested only with
