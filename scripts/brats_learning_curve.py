@@ -83,7 +83,7 @@ def plot(values: dict, regions: dict, path: str, trainer: str) -> None:
     ax.set_xlabel("labeled training cases")
     ax.set_ylabel("Dice (24 validation cases)")
     ax.set_ylim(0, 1)
-    ax.set_title(f"nnU-Net ({trainer}, 2d) on synth brats: mean over seeds, dots per seed", fontsize=9)
+    ax.set_title(f"nnU-Net on synth brats ({trainer}, 2d)\nmean over seeds, a dot per seed", fontsize=9)
     ax.legend(fontsize=8)
     save_png(fig, path)
 
