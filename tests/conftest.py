@@ -89,16 +89,3 @@ def baseline(phantom_env) -> str:
     return os.path.join(phantom_env["nnUNet_results"], "Dataset501_CMCLPhantom",
                         "nnUNetTrainer_test__nnUNetPlans__3d_fullres", "fold_0")
 
-
-SHARED_FIXTURES = {"phantom_env", "pretrained", "resenc_env", "finetuned", "baseline"}
-
-
-def pytest_collection_modifyitems(config, items):
-    """With pytest-xdist's --dist loadgroup (scripts/run_tests.sh): every module with a test of the session's phantom
-    fixtures on one worker, so that they are built once; each other module whole on one worker, in its order."""
-    def module(item):
-        return item.nodeid.split("::")[0]
-
-    shared = {module(i) for i in items if SHARED_FIXTURES & set(getattr(i, "fixturenames", ()))}
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group("phantom" if module(item) in shared else module(item)))
