@@ -13,6 +13,19 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 EXT_TRAINERS = os.pathsep.join([trainer_path(), os.path.join(HERE, "ext_trainers")])
 
 
+# nnU-Net runs of dataset 501 that several modules share (the session fixtures below) take minutes each; the
+# modules using any of them run on one pytest-xdist worker, so that they are trained once, not once per worker
+# (scripts/run_tests.sh: --dist loadgroup). Every other module is a group of its own, as --dist loadfile has it.
+SHARED_RUNS = {"pretrained", "baseline", "finetuned"}
+
+
+def pytest_collection_modifyitems(items):
+    modules = [item.nodeid.split("::")[0] for item in items]
+    sharing = {m for m, item in zip(modules, items) if SHARED_RUNS & set(item.fixturenames)}
+    for module, item in zip(modules, items):
+        item.add_marker(pytest.mark.xdist_group("shared_nnunet_runs" if module in sharing else module))
+
+
 def nnunet_env(root: str) -> dict:
     """Environment for nnU-Net's commands with its three folders under ``root``, run small on the CPU."""
     paths = {name: os.path.join(root, name) for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}

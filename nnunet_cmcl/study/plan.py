@@ -3,7 +3,8 @@
 - An arm is a segmentation trainer, started from random weights or from the final checkpoint of a pretraining
   trainer. Every arm has its own trainer, hence its own results folder.
 - A label regime is a label-fraction fold of a source fold (``splits``): fewer labeled training cases, the same
-  validation cases. Fraction 1 is the source fold itself.
+  validation cases. Fraction 1 is the source fold itself. An arm trains at every regime, or at those its
+  ``labeled`` names.
 - A training seed gives every fold a repeat in splits_final.json (``splits.add_train_seed_folds``), which the
   trainers read (``seeding``). Without seeds the folds run unseeded, as nnU-Net runs them.
 - Pretraining runs per source fold and seed on that fold's training images (all of them, labeled or not), so it
@@ -37,6 +38,9 @@ class Arm:
     # the plans identifier the pretraining trains with, e.g. the plans `write_pretraining_plans` sized for its step
     # (a reconstructing step holds more than the vanilla one); None: the study's plans
     pretraining_plans: str | None = None
+    # the label regimes (numbers of labeled cases) the arm trains at; empty: every regime of the study. An arm
+    # left out of a regime is absent from its table, and the paired statistics need no change for it
+    labeled: tuple[int, ...] = ()
 
 
 @dataclass
@@ -172,6 +176,11 @@ def plan_runs(name: str, configuration: str, plans: str, folds: list[int], fract
     splits = load_json(join(nnUNet_preprocessed, name, "splits_final.json"))
     # a pretraining is a trainer with its plans: arms that share both share the run
     pretrainers = list(dict.fromkeys((a.pretrainer, a.pretraining_plans) for a in arms if a.pretrainer))
+    trained = {len(splits[f]["train"]) for r in regimes.values() for f in r.values()}
+    unknown = sorted({k for a in arms for k in a.labeled} - trained)
+    if unknown:
+        raise CMCLInputError(f"arms name label regimes {unknown} the study does not train; give numbers of labeled "
+                             f"cases among its regimes")
     runs = []
     for s in seeds:
         pretrained = {}
@@ -187,7 +196,7 @@ def plan_runs(name: str, configuration: str, plans: str, folds: list[int], fract
         for (source, fraction), regime_fold in sorted(regimes[s].items()):
             fold = repeat[(regime_fold, s)]
             n_labeled = len(splits[regime_fold]["train"])
-            for arm in arms:
+            for arm in (a for a in arms if not a.labeled or n_labeled in a.labeled):
                 runs.append(Run(f"{arm.label}, fold {source} with {n_labeled} labeled cases{_seed_text(s)} (fold "
                                 f"{fold})", arm.trainer, str(fold), folder(arm.trainer, fold),
                                 pretrained[(arm.pretrainer, arm.pretraining_plans, source)] if arm.pretrainer else None,

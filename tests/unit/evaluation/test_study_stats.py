@@ -345,3 +345,23 @@ def test_paired_differences_are_redrawn_from_a_study_csv(tmp_path):
     csv_path.write_text("arm,dice\nCMCL,0.8\n")
     with pytest.raises(CMCLInputError, match="lacks the column"):
         read_study_rows(str(csv_path))
+
+
+def test_an_arm_trained_at_some_regimes_only_is_absent_from_the_others(tmp_path):
+    """A preset arm with its own label regimes (Arm.labeled): its rows and figures where it ran, 'without runs
+    here' where it did not, and its control paired only where both ran."""
+    only8 = {("drop", s): values for (arm, s), values in VALUES.items() if arm == "cand"}
+    records = _records(n_labeled=2) + _records(n_labeled=8) + _records(only8, n_labeled=8)
+    result = study_statistics(records, "base", n_bootstrap=100, controls={"drop": "cand"})
+    regimes = {g["n_labeled"]: g for g in result["regimes"]}
+    assert regimes[2]["arms_absent"] == ["drop"] and regimes[8]["arms_absent"] == []
+    assert {(r["n_labeled"], r["kind"]) for r in result["rows"] if r["arm"] == "drop"} == {(8, "arm"), (8, "control")}
+    curves = [{"arm": a, "n_labeled": n, "source_fold": 0, "seed": s, "epochs": 5, "ema_fg_dice": [0.1, 0.2, 0.3,
+               0.4, 0.5], "converged": False, "last_fifth_change": 0.1, "last_fifth_range": 0.1}
+              for a, regimes_of_arm in (("base", (2, 8)), ("cand", (2, 8)), ("drop", (8,)))
+              for n in regimes_of_arm for s in (0, 1)]
+    paths = write_study_report(result, str(tmp_path / "report"), {}, curves, None, None)
+    assert "- arms without runs here: drop" in open(paths["md"]).read()
+    for key in ("dice_vs_labels", "paired_differences", "learning_curves"):
+        with open(paths[key], "rb") as fh:
+            assert fh.read(8) == PNG

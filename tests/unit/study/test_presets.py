@@ -18,6 +18,7 @@ def test_preset_arms_are_trainers_nnunet_finds_and_controls_are_arms(name):
             assert cls is not None, trainer
             assert getattr(cls, "reads_train_seed", False) or arm.pretrainer == trainer, trainer
         assert arm.control is None or arm.control in labels
+        assert set(arm.labeled) <= set(preset.labeled)  # plan_runs refuses others only after writing splits
     assert preset.data in DATA and max(preset.labeled) == preset.train_cases
 
 
