@@ -61,7 +61,7 @@ def main() -> None:
     parser.add_argument("--workdir", default="cmcl_demo")
     args = parser.parse_args()
     workdir = os.path.abspath(args.workdir)
-    run_demo(workdir)  # sets nnUNet_* to the workdir; skips what has finished
+    run_demo(workdir, kind="brain")  # sets nnUNet_* to the workdir; skips what has finished
     from nnunet_cmcl.naming import dataset_name
 
     rows = [("T1, T2, FLAIR", "CMCL (demo)", study(DATASET_ID, "nnUNetTrainerCMCL_demo",

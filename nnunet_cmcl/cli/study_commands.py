@@ -65,7 +65,8 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
 def add_demo(sub) -> None:
     p = sub.add_parser("demo", help="from nothing to a comparison on built-in data, on the CPU (about 20 min)")
     p.add_argument("--workdir", default="cmcl_demo", help="folder for nnU-Net's data and results (default cmcl_demo)")
-    p.add_argument("--kind", default="brain", choices=("brain", "phantom"), help="built-in dataset (default brain)")
+    p.add_argument("--kind", default="brats", choices=("brats", "brain", "phantom"),
+                   help="built-in dataset (default brats, the BraTS-like one the study measures)")
     p.add_argument("--cases", type=int, default=20)
     p.add_argument("--fraction", type=float, default=0.25, help="label fraction of fold 0 (default 0.25)")
     p.add_argument("--seed", type=int, default=0)

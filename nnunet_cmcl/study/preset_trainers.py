@@ -158,6 +158,12 @@ class nnUNetTrainerSeeded_brats_cpuPreset(nnUNetTrainerSeeded_cpuPreset):
     overrides = BRATS_SEGMENTATION_BUDGET
 
 
+class nnUNetTrainerSeeded_brats2x_cpuPreset(nnUNetTrainerSeeded_brats_cpuPreset):
+    """The same with twice the epochs (4,000 iterations): the check that the BraTS-like budget is enough, i.e.
+    that doubling it changes nnU-Net's final Dice by little (scripts/brats_learning_curve.py --trainer)."""
+    overrides = {**BRATS_SEGMENTATION_BUDGET, "num_epochs": 2 * BRATS_SEGMENTATION_BUDGET["num_epochs"]}
+
+
 class nnUNetTrainerCMCLFinetune_brats_cpuPreset(nnUNetTrainerCMCLFinetune_cpuPreset):
     """Fine-tuning from the default CMCL with the BraTS-like budget."""
     overrides = BRATS_SEGMENTATION_BUDGET
