@@ -13,17 +13,37 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 EXT_TRAINERS = os.pathsep.join([trainer_path(), os.path.join(HERE, "ext_trainers")])
 
 
-# nnU-Net runs of dataset 501 that several modules share (the session fixtures below) take minutes each; the
-# modules using any of them run on one pytest-xdist worker, so that they are trained once, not once per worker
-# (scripts/run_tests.sh: --dist loadgroup). Every other module is a group of its own, as --dist loadfile has it.
+# nnU-Net runs of dataset 501 that several modules share (the session fixtures below) take minutes each. The
+# modules using any of them run on one pytest-xdist worker, so that they are trained once, not once per worker;
+# every other module is a unit of its own, as --dist loadfile has it (scripts/run_tests.sh: --dist loadgroup).
+# xdist's own loadgroup cannot do this with pytest 9: it writes the group into Item._nodeid, which pytest 9 no
+# longer reads, so every test became a unit of its own and module fixtures were built on both workers.
 SHARED_RUNS = {"pretrained", "baseline", "finetuned"}
+SHARED_RUN_MODULES = {"test_bad_inputs.py", "test_handoff.py", "test_pretraining_e2e.py", "test_study.py"}
 
 
 def pytest_collection_modifyitems(items):
-    modules = [item.nodeid.split("::")[0] for item in items]
-    sharing = {m for m, item in zip(modules, items) if SHARED_RUNS & set(item.fixturenames)}
-    for module, item in zip(modules, items):
-        item.add_marker(pytest.mark.xdist_group("shared_nnunet_runs" if module in sharing else module))
+    """Refuses a module that uses the shared runs but would run apart from the others (it would train them again)."""
+    using = {os.path.basename(str(item.path)) for item in items if SHARED_RUNS & set(item.fixturenames)}
+    if using - SHARED_RUN_MODULES:
+        raise pytest.UsageError(f"{', '.join(sorted(using - SHARED_RUN_MODULES))} use(s) the shared runs "
+                                f"{sorted(SHARED_RUNS)}: add to SHARED_RUN_MODULES in tests/conftest.py")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_xdist_make_scheduler(config, log):
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedRunsScheduling(LoadScopeScheduling):
+        """A test module is a unit of work, and the modules of the shared runs are one unit together."""
+
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return "shared nnU-Net runs" if os.path.basename(module) in SHARED_RUN_MODULES else module
+
+    return SharedRunsScheduling(config, log)
 
 
 def nnunet_env(root: str) -> dict:
