@@ -1,7 +1,8 @@
 """`nnunet-cmcl demo`: from nothing to a comparison on built-in data, on the CPU, resumable.
 
-synthetic dataset (by default the BraTS-like one the study measures, docs/brats.md) -> nnUNetv2_plan_and_preprocess -> CMCL pretraining on fold 0's training images, no labels ->
-fine-tuning and a vanilla baseline with identical budgets on a low label fraction -> compare.
+synthetic dataset (by default the BraTS-like one the study measures, docs/brats.md) ->
+nnUNetv2_plan_and_preprocess -> CMCL pretraining on fold 0's training images, no labels -> fine-tuning and a
+vanilla baseline with identical budgets on a low label fraction -> compare.
 """
 from __future__ import annotations
 
@@ -18,8 +19,12 @@ def _step(text: str) -> None:
     print(f"[demo] {text}", flush=True)
 
 
-# the study that measures what the demo only runs, by the demo's data
-STUDY_OF_KIND = {"brats": "brats", "brain": "cpu", "phantom": "brats"}
+def study_of(kind: str) -> str:
+    """The CPU preset that measures what the demo only runs: the one on the demo's data (the BraTS-like one for
+    the phantom, which no preset runs on)."""
+    from nnunet_cmcl.study.preset import PRESETS
+
+    return next((name for name, p in PRESETS.items() if p.data == kind), "brats")
 
 
 def what_the_numbers_show(n_cases: int, kind: str = "brats") -> str:
@@ -29,7 +34,7 @@ def what_the_numbers_show(n_cases: int, kind: str = "brats") -> str:
         f"validation cases and one seed,",
         "so no difference in this table is evidence either way. The study (3 seeds, an A/A noise floor, "
         "hierarchical CIs) and its results:",
-        f"docs/study.md; rerun it with `nnunet-cmcl study --preset {STUDY_OF_KIND[kind]}`."])
+        f"docs/study.md; rerun it with `nnunet-cmcl study --preset {study_of(kind)}`."])
 
 
 def run_demo(workdir: str, kind: str = "brats", cases: int = 20, fraction: float = 0.25, seed: int = 0,
