@@ -1,4 +1,4 @@
-"""The measurement that chooses modality dropout's default probability, on the CPU preset's data and budgets.
+"""The measurement that chooses modality dropout's default probability, on the tissue preset's data and budgets.
 
 The preset's all-labels regime (16 labeled cases, 24 validation cases), arms: nnU-Net, nnU-Net with modality
 dropout p = 0.1, 0.25 and 0.5, CMCL fine-tuning without dropout and with it at the same p (each paired with the
@@ -36,7 +36,7 @@ def main() -> None:
     parser.add_argument("--missing-seeds", type=int, nargs="+", default=None,
                         help="the seeds validated under every absent subset (default: all of --seeds)")
     args = parser.parse_args()
-    from nnunet_cmcl.study.preset import CPU, STUDY_PLANS, preprocess, write_data
+    from nnunet_cmcl.study.preset import STUDY_PLANS, TISSUE, preprocess, write_data
     from nnunet_cmcl.study.workdir import use_workdir
 
     start = time.time()
@@ -44,15 +44,15 @@ def main() -> None:
     from nnunet_cmcl.study.experiment import (evaluate_missing_modalities, missing_subsets, report_experiment,
                                               run_experiment)
 
-    study, pool = write_data(CPU)
-    preprocess(CPU, study, pool)
+    study, pool = write_data(TISSUE)
+    preprocess(TISSUE, study, pool)
     arms = list(ARMS)
-    name, runs = run_experiment(study, CPU.configuration, STUDY_PLANS, [0], None, 0, arms, "cpu", args.seeds,
-                                [CPU.train_cases], pool, "dropout study")
+    name, runs = run_experiment(study, TISSUE.configuration, STUDY_PLANS, [0], None, 0, arms, "cpu", args.seeds,
+                                [TISSUE.train_cases], pool, "dropout study")
     seeds = args.missing_seeds or args.seeds
     subsets = missing_subsets(study, ["all"])
-    missing = evaluate_missing_modalities(name, CPU.configuration, STUDY_PLANS, runs, subsets, "cpu", seeds)
-    print(report_experiment(name, CPU.configuration, STUDY_PLANS, runs, arms, "dropout", missing, seeds))
+    missing = evaluate_missing_modalities(name, TISSUE.configuration, STUDY_PLANS, runs, subsets, "cpu", seeds)
+    print(report_experiment(name, TISSUE.configuration, STUDY_PLANS, runs, arms, "dropout", missing, seeds))
     print(f"[dropout study] done in {time.time() - start:.0f} s")
 
 

@@ -1,6 +1,6 @@
 """Redraws paired_differences.png of a study report from its study.csv (for example a committed one).
 
-    python scripts/plot_study.py docs/study_cpu/study.csv docs/study_cpu/paired_differences.png
+    python scripts/plot_study.py docs/study_tissue/study.csv docs/study_tissue/paired_differences.png
 """
 from __future__ import annotations
 

@@ -30,7 +30,8 @@ def pytest_collection_modifyitems(items):
                                 f"{sorted(SHARED_RUNS)}: add to SHARED_RUN_MODULES in tests/conftest.py")
 
 
-@pytest.hookimpl(tryfirst=True)
+# optional: without xdist (`-p no:xdist`) the hook is unknown, and pytest would refuse the conftest
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
 def pytest_xdist_make_scheduler(config, log):
     if config.getvalue("dist") != "loadgroup":
         return None

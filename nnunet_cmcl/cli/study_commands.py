@@ -82,20 +82,20 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def add_study(sub) -> None:
-    p = sub.add_parser("study", help="the whole study as a preset: 'cpu' on built-in data (about 2.5 h on 2 cores), "
-                                     "'brats' on the BraTS-like built-in data (docs/brats.md; about 6.5 h), "
+    p = sub.add_parser("study", help="the whole study as a preset: 'cpu' on the BraTS-like built-in data (docs/brats.md; "
+                                     "about 6.5 h on 2 cores), 'tissue' on the brain tissue data (about 2.5 h), "
                                      "'gpu' on your dataset with nnU-Net's budgets (resumable)")
-    p.add_argument("--preset", required=True, choices=("cpu", "brats", "gpu"))
-    p.add_argument("--workdir", default="cmcl_study", help="cpu: folder for nnU-Net's data and results")
+    p.add_argument("--preset", required=True, choices=("cpu", "tissue", "gpu"))
+    p.add_argument("--workdir", default="cmcl_study", help="cpu, tissue: folder for nnU-Net's data and results")
     p.add_argument("-d", default=None, help="gpu: dataset name or id (planned and preprocessed)")
     p.add_argument("-c", default="3d_fullres", help="gpu: configuration (default 3d_fullres)")
     p.add_argument("-p", default="nnUNetPlans", help="gpu: plans identifier (default nnUNetPlans)")
-    device_argument(p, None, ("cpu", "cuda"), "default: cpu for 'cpu', cuda for 'gpu'")
+    device_argument(p, None, ("cpu", "cuda"), "default: cpu for 'cpu' and 'tissue', cuda for 'gpu'")
     p.set_defaults(func=_cmd_study)
 
 
 def _cmd_study(args: argparse.Namespace) -> int:
-    if args.preset in ("cpu", "brats"):
+    if args.preset in ("cpu", "tissue"):
         from nnunet_cmcl.study.preset import run_study
 
         print(run_study(args.preset, args.workdir, args.device or "cpu"))

@@ -1,12 +1,12 @@
-"""`nnunet-cmcl study --preset cpu|brats`: the whole study on built-in data, on 2 CPU cores, resumable, one command.
+"""`nnunet-cmcl study --preset cpu|tissue`: the whole study on built-in data, on 2 CPU cores, resumable, one command.
 
 Data (``Preset.data``): a simulated multi-modal brain dataset (``cpu``: T1, T2, FLAIR; CSF, grey and white
-matter) or the BraTS-like one (``brats``: FLAIR, T1w, t1gd, T2w; nnU-Net's tumour regions), with one fold of
+matter, ``tissue``) or the BraTS-like one (``cpu``: FLAIR, T1w, t1gd, T2w; nnU-Net's tumour regions), with one fold of
 ``train_cases`` training and ``val_cases`` validation cases, and an unlabeled pool of ``pool_cases`` more subjects,
 preprocessed with the study dataset's plans by `prepare`. Pretraining sees the pool plus the fold's training
-images, never its validation images. Arms (``cpu``): nnU-Net's default trainer (seeded), and fine-tuning with
+images, never its validation images. Arms (``tissue``): nnU-Net's default trainer (seeded), and fine-tuning with
 nnU-Net's schedule from the default CMCL (dense terms only), from reconstruction only and from the default CMCL +
-reconstruction (``brats`` adds modality dropout on nnU-Net and on CMCL); label regimes of a few labeled cases and
+reconstruction (``cpu`` adds modality dropout on nnU-Net and on CMCL); label regimes of a few labeled cases and
 all of them; three training seeds; the first seed's all-labels models also validated under every proper
 non-empty subset of absent modalities (6 for three, 14 for four). Plans ``nnUNetPlans_cpuPreset``; a workdir
 holding an earlier version's plans is refused. Budgets and sizes: docs/study.md says how they were measured.
@@ -90,16 +90,18 @@ class Preset:
 # Every fine-tuning arm uses nnU-Net's schedule (the fine-tuning trainer's default), so the nnU-Net arm is also
 # each pretrained arm's schedule-matched control: from random weights the fine-tuning trainer trains nnU-Net's
 # weights bit for bit (tests/test_experiment.py), and a scratch arm would train them again
-CPU_ARMS = (Arm("nnU-Net", "nnUNetTrainerSeeded_cpuPreset"),
+TISSUE_ARMS = (Arm("nnU-Net", "nnUNetTrainerSeeded_cpuPreset"),
             Arm("CMCL", "nnUNetTrainerCMCLFinetune_cpuPreset", "nnUNetTrainerCMCL_cpuPreset"),
             Arm("reconstruction", "nnUNetTrainerCMCLFinetune_fromRecon_cpuPreset", "nnUNetTrainerCMCL_recon_cpuPreset"),
             Arm("CMCL + reconstruction", "nnUNetTrainerCMCLFinetune_fromDAE_cpuPreset", "nnUNetTrainerCMCL_DAE_cpuPreset"))
 
-CPU = Preset("cpu", dataset_id=970, pool_id=971, shape=(32, 40, 32), train_cases=16, val_cases=24, pool_cases=32,
-             configuration="2d", batch_size=8, labeled=(2, 16), train_seeds=(0, 1, 2), arms=CPU_ARMS)
-# the BraTS-like benchmark (docs/brats.md): the tissue preset's arms with the BraTS-like segmentation budget, and
-# modality dropout with and without CMCL; each seed its own labeled cases; a pool 4x the training set; every one
-# of the 14 subsets of absent modalities. Each run costs about 9 minutes at this budget (the learning curve's), so
+# the brain tissue preset (CSF, grey and white matter), the CPU preset until the BraTS-like one replaced it
+TISSUE = Preset("tissue", dataset_id=970, pool_id=971, shape=(32, 40, 32), train_cases=16, val_cases=24,
+                pool_cases=32, configuration="2d", batch_size=8, labeled=(2, 16), train_seeds=(0, 1, 2),
+                arms=TISSUE_ARMS)
+# the CPU preset, the BraTS-like benchmark (docs/brats.md): the tissue preset's arms with the BraTS-like
+# segmentation budget, and modality dropout with and without CMCL; each seed its own labeled cases; a pool 4x the
+# training set; every one of the 14 subsets of absent modalities. Each run costs about 9 minutes at this budget (the learning curve's), so
 # not every arm trains at every regime (36 runs instead of 54; docs/study.md): nnU-Net and CMCL at all three,
 # the reconstruction arms at the fewest labels and all, the dropout arms at all labels, where the
 # missing-modality validation is
@@ -114,10 +116,10 @@ BRATS_ARMS = (Arm("nnU-Net", "nnUNetTrainerSeeded_brats_cpuPreset"),
               Arm("CMCL + dropout", "nnUNetTrainerCMCLFinetune_modalityDropout_brats_cpuPreset",
                   "nnUNetTrainerCMCL_cpuPreset", "nnU-Net + dropout", labeled=ALL))
 
-BRATS = Preset("brats", dataset_id=974, pool_id=975, shape=(48, 56, 48), train_cases=16, val_cases=24, pool_cases=64,
+BRATS = Preset("cpu", dataset_id=974, pool_id=975, shape=(48, 56, 48), train_cases=16, val_cases=24, pool_cases=64,
                configuration="2d", batch_size=8, labeled=(2, 4, 16), train_seeds=(0, 1, 2), arms=BRATS_ARMS,
                data="brats", labels_per_seed=True)
-PRESETS = {"cpu": CPU, "brats": BRATS}
+PRESETS = {"cpu": BRATS, "tissue": TISSUE}
 
 
 def _step(text: str) -> None:

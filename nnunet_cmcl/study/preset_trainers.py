@@ -150,7 +150,7 @@ class nnUNetTrainerCMCL_DAE_global_cpuPreset(_CPUPresetPretraining, nnUNetTraine
     arm: an arm to add beside the preset's."""
 
 
-# the BraTS-like preset (`study --preset brats`): every segmentation arm with BRATS_SEGMENTATION_BUDGET, the
+# the BraTS-like preset (`study --preset cpu`): every segmentation arm with BRATS_SEGMENTATION_BUDGET, the
 # pretrainings the tissue preset's (above)
 class nnUNetTrainerSeeded_brats_cpuPreset(nnUNetTrainerSeeded_cpuPreset):
     """nnU-Net (seeded) with the BraTS-like budget: the baseline, and its learning curve

@@ -314,7 +314,7 @@ def test_format_study_table():
 
 # ---------------------------------------------------------------- paired differences, redrawn from study.csv
 
-# rows of study.csv's schema (the columns the figure reads, and one it does not), as in docs/study_cpu/study.csv
+# rows of study.csv's schema (the columns the figure reads, and one it does not), as in docs/study_tissue/study.csv
 STUDY_CSV = """n_labeled,class,arm,kind,against,diff,ci_low,ci_high,note
 2,mean,nnU-Net,baseline,,,,,
 2,mean,nnU-Net,aa,nnU-Net,0.0,-0.0018,0.0015,

@@ -22,8 +22,8 @@ def test_preset_arms_are_trainers_nnunet_finds_and_controls_are_arms(name):
     assert preset.data in DATA and max(preset.labeled) == preset.train_cases
 
 
-def test_the_brats_preset_runs_on_the_brats_data_with_every_arm_the_issue_names():
-    preset = PRESETS["brats"]
+def test_the_cpu_preset_runs_on_the_brats_data_with_every_arm_the_issue_names():
+    preset = PRESETS["cpu"]
     assert preset.modalities == BRATS_CHANNELS and preset.labels_per_seed and preset.absent == ("all",)
     assert preset.pool_cases >= 4 * preset.train_cases and preset.val_cases >= 24 and len(preset.train_seeds) == 3
     assert len(preset.labeled) == 3
@@ -38,3 +38,10 @@ def test_the_brats_preset_runs_on_the_brats_data_with_every_arm_the_issue_names(
 def test_presets_have_their_own_datasets():
     ids = [i for p in PRESETS.values() for i in (p.dataset_id, p.pool_id)]
     assert len(set(ids)) == len(ids)
+
+
+def test_the_demo_names_the_preset_that_studies_its_data():
+    from nnunet_cmcl.study.demo import study_of
+
+    assert study_of("brats") == "cpu" and study_of("brain") == "tissue"
+    assert study_of("phantom") == "cpu"  # no preset runs on the phantom: the CPU preset is named
