@@ -101,8 +101,8 @@ TISSUE = Preset("tissue", dataset_id=970, pool_id=971, shape=(32, 40, 32), train
                 arms=TISSUE_ARMS)
 # the CPU preset, the BraTS-like benchmark (docs/brats.md): the tissue preset's arms with the BraTS-like
 # segmentation budget, and modality dropout with and without CMCL; each seed its own labeled cases; a pool 4x the
-# training set; every one of the 14 subsets of absent modalities. Each run costs about 9 minutes at this budget (the learning curve's), so
-# not every arm trains at every regime (36 runs instead of 54; docs/study.md): nnU-Net and CMCL at all three,
+# training set; every one of the 14 subsets of absent modalities. Each run costs about 18 minutes at this budget,
+# so not every arm trains at every regime (36 runs instead of 54; docs/study.md): nnU-Net and CMCL at all three,
 # the reconstruction arms at the fewest labels and all, the dropout arms at all labels, where the
 # missing-modality validation is
 FEWEST_AND_ALL, ALL = (2, 16), (16,)
