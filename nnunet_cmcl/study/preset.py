@@ -100,21 +100,21 @@ TISSUE = Preset("tissue", dataset_id=970, pool_id=971, shape=(32, 40, 32), train
                 pool_cases=32, configuration="2d", batch_size=8, labeled=(2, 16), train_seeds=(0, 1, 2),
                 arms=TISSUE_ARMS)
 # the CPU preset, the BraTS-like benchmark (docs/brats.md): the tissue preset's arms with the BraTS-like
-# segmentation budget, and modality dropout with and without CMCL; each seed its own labeled cases; a pool 4x the
-# training set; every one of the 14 subsets of absent modalities. Each run costs about 18 minutes at this budget,
-# so not every arm trains at every regime (36 runs instead of 54; docs/study.md): nnU-Net and CMCL at all three,
+# segmentation and pretraining budgets, and modality dropout with and without CMCL; each seed its own labeled
+# cases; a pool 4x the training set; every one of the 14 subsets of absent modalities. Each run costs about 18
+# minutes at this budget, so not every arm trains at every regime (36 runs instead of 54; docs/study.md): nnU-Net and CMCL at all three,
 # the reconstruction arms at the fewest labels and all, the dropout arms at all labels, where the
 # missing-modality validation is
 FEWEST_AND_ALL, ALL = (2, 16), (16,)
 BRATS_ARMS = (Arm("nnU-Net", "nnUNetTrainerSeeded_brats_cpuPreset"),
-              Arm("CMCL", "nnUNetTrainerCMCLFinetune_brats_cpuPreset", "nnUNetTrainerCMCL_cpuPreset"),
+              Arm("CMCL", "nnUNetTrainerCMCLFinetune_brats_cpuPreset", "nnUNetTrainerCMCL_brats_cpuPreset"),
               Arm("reconstruction", "nnUNetTrainerCMCLFinetune_fromRecon_brats_cpuPreset",
-                  "nnUNetTrainerCMCL_recon_cpuPreset", labeled=FEWEST_AND_ALL),
+                  "nnUNetTrainerCMCL_recon_brats_cpuPreset", labeled=FEWEST_AND_ALL),
               Arm("CMCL + reconstruction", "nnUNetTrainerCMCLFinetune_fromDAE_brats_cpuPreset",
-                  "nnUNetTrainerCMCL_DAE_cpuPreset", labeled=FEWEST_AND_ALL),
+                  "nnUNetTrainerCMCL_DAE_brats_cpuPreset", labeled=FEWEST_AND_ALL),
               Arm("nnU-Net + dropout", "nnUNetTrainerSeeded_modalityDropout_brats_cpuPreset", labeled=ALL),
               Arm("CMCL + dropout", "nnUNetTrainerCMCLFinetune_modalityDropout_brats_cpuPreset",
-                  "nnUNetTrainerCMCL_cpuPreset", "nnU-Net + dropout", labeled=ALL))
+                  "nnUNetTrainerCMCL_brats_cpuPreset", "nnU-Net + dropout", labeled=ALL))
 
 BRATS = Preset("cpu", dataset_id=974, pool_id=975, shape=(48, 56, 48), train_cases=16, val_cases=24, pool_cases=64,
                configuration="2d", batch_size=8, labeled=(2, 4, 16), train_seeds=(0, 1, 2), arms=BRATS_ARMS,

@@ -22,6 +22,9 @@ SEGMENTATION_BUDGET = {"num_epochs": 200, "num_iterations_per_epoch": 5, "num_va
 # 0.037 mean Dice at 16 labeled cases and 0.029 at 2 (seed 0); 4 validation batches an epoch against the EMA's jitter
 BRATS_SEGMENTATION_BUDGET = {"num_epochs": 400, "num_iterations_per_epoch": 10, "num_val_iterations_per_epoch": 4}
 PRETRAINING_BUDGET = {"num_epochs": 60, "num_iterations_per_epoch": 5, "num_val_iterations_per_epoch": 1}
+# the BraTS-like preset pretrains as many iterations as a segmentation run trains, as the GPU preset does (1000
+# epochs each): 300 against 4,000 would measure a token pretraining; fixed before any pretrained arm ran on it
+BRATS_PRETRAINING_BUDGET = {"num_epochs": 400, "num_iterations_per_epoch": 10, "num_val_iterations_per_epoch": 1}
 # many short epochs, so nnU-Net's EMA pseudo Dice (smoothing factor 0.9 per epoch) catches up with the curve by
 # the last fifth; progress.png every 10 epochs, because plotting it costs more than a 5-iteration epoch here
 PLOT_EVERY = 10
@@ -154,8 +157,8 @@ class nnUNetTrainerCMCL_DAE_global_cpuPreset(_CPUPresetPretraining, nnUNetTraine
     arm: an arm to add beside the preset's."""
 
 
-# the BraTS-like preset (`study --preset cpu`): every segmentation arm with BRATS_SEGMENTATION_BUDGET, the
-# pretrainings the tissue preset's (above)
+# the BraTS-like preset (`study --preset cpu`): every segmentation arm with BRATS_SEGMENTATION_BUDGET, every
+# pretraining with BRATS_PRETRAINING_BUDGET
 class nnUNetTrainerSeeded_brats_cpuPreset(nnUNetTrainerSeeded_cpuPreset):
     """nnU-Net (seeded) with the BraTS-like budget: the baseline, and its learning curve
     (scripts/brats_learning_curve.py)."""
@@ -189,3 +192,18 @@ class nnUNetTrainerSeeded_modalityDropout_brats_cpuPreset(nnUNetTrainerSeeded_mo
 class nnUNetTrainerCMCLFinetune_modalityDropout_brats_cpuPreset(nnUNetTrainerCMCLFinetune_modalityDropout_cpuPreset):
     """Fine-tuning from the default CMCL with modality dropout at its default probability, the BraTS-like budget."""
     overrides = BRATS_SEGMENTATION_BUDGET
+
+
+class nnUNetTrainerCMCL_brats_cpuPreset(nnUNetTrainerCMCL_cpuPreset):
+    """The default CMCL with the BraTS-like pretraining budget."""
+    overrides = BRATS_PRETRAINING_BUDGET
+
+
+class nnUNetTrainerCMCL_recon_brats_cpuPreset(nnUNetTrainerCMCL_recon_cpuPreset):
+    """Reconstruction only with the BraTS-like pretraining budget."""
+    overrides = BRATS_PRETRAINING_BUDGET
+
+
+class nnUNetTrainerCMCL_DAE_brats_cpuPreset(nnUNetTrainerCMCL_DAE_cpuPreset):
+    """The default CMCL + reconstruction with the BraTS-like pretraining budget."""
+    overrides = BRATS_PRETRAINING_BUDGET
