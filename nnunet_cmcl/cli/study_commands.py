@@ -82,8 +82,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def add_study(sub) -> None:
-    p = sub.add_parser("study", help="the whole study as a preset: 'cpu' on the BraTS-like built-in data (docs/brats.md; "
-                                     "about 15 h on 2 cores), 'tissue' on the brain tissue data (about 2.5 h), "
+    p = sub.add_parser("study", help="the whole study as a preset: 'cpu' on the BraTS-like built-in data "
+                                     "(docs/brats.md; about 15 h on 2 cores), 'tissue' on the brain tissue data "
+                                     "(about 2.5 h), "
                                      "'gpu' on your dataset with nnU-Net's budgets (resumable)")
     p.add_argument("--preset", required=True, choices=("cpu", "tissue", "gpu"))
     p.add_argument("--workdir", default="cmcl_study", help="cpu, tissue: folder for nnU-Net's data and results")

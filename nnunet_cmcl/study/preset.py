@@ -1,7 +1,7 @@
 """`nnunet-cmcl study --preset cpu|tissue`: the whole study on built-in data, on 2 CPU cores, resumable, one command.
 
-Data (``Preset.data``): a simulated multi-modal brain dataset (``cpu``: T1, T2, FLAIR; CSF, grey and white
-matter, ``tissue``) or the BraTS-like one (``cpu``: FLAIR, T1w, t1gd, T2w; nnU-Net's tumour regions), with one fold of
+Data (``Preset.data``): the BraTS-like built-in dataset (``cpu``: FLAIR, T1w, t1gd, T2w; nnU-Net's tumour regions)
+or the simulated brain tissue one (``tissue``: T1, T2, FLAIR; CSF, grey and white matter), with one fold of
 ``train_cases`` training and ``val_cases`` validation cases, and an unlabeled pool of ``pool_cases`` more subjects,
 preprocessed with the study dataset's plans by `prepare`. Pretraining sees the pool plus the fold's training
 images, never its validation images. Arms (``tissue``): nnU-Net's default trainer (seeded), and fine-tuning with
@@ -91,9 +91,11 @@ class Preset:
 # each pretrained arm's schedule-matched control: from random weights the fine-tuning trainer trains nnU-Net's
 # weights bit for bit (tests/test_experiment.py), and a scratch arm would train them again
 TISSUE_ARMS = (Arm("nnU-Net", "nnUNetTrainerSeeded_cpuPreset"),
-            Arm("CMCL", "nnUNetTrainerCMCLFinetune_cpuPreset", "nnUNetTrainerCMCL_cpuPreset"),
-            Arm("reconstruction", "nnUNetTrainerCMCLFinetune_fromRecon_cpuPreset", "nnUNetTrainerCMCL_recon_cpuPreset"),
-            Arm("CMCL + reconstruction", "nnUNetTrainerCMCLFinetune_fromDAE_cpuPreset", "nnUNetTrainerCMCL_DAE_cpuPreset"))
+               Arm("CMCL", "nnUNetTrainerCMCLFinetune_cpuPreset", "nnUNetTrainerCMCL_cpuPreset"),
+               Arm("reconstruction", "nnUNetTrainerCMCLFinetune_fromRecon_cpuPreset",
+                   "nnUNetTrainerCMCL_recon_cpuPreset"),
+               Arm("CMCL + reconstruction", "nnUNetTrainerCMCLFinetune_fromDAE_cpuPreset",
+                   "nnUNetTrainerCMCL_DAE_cpuPreset"))
 
 # the brain tissue preset (CSF, grey and white matter), the CPU preset until the BraTS-like one replaced it
 TISSUE = Preset("tissue", dataset_id=970, pool_id=971, shape=(32, 40, 32), train_cases=16, val_cases=24,
@@ -102,9 +104,9 @@ TISSUE = Preset("tissue", dataset_id=970, pool_id=971, shape=(32, 40, 32), train
 # the CPU preset, the BraTS-like benchmark (docs/brats.md): the tissue preset's arms with the BraTS-like
 # segmentation and pretraining budgets, and modality dropout with and without CMCL; each seed its own labeled
 # cases; a pool 4x the training set; every one of the 14 subsets of absent modalities. Each run costs about 18
-# minutes at this budget, so not every arm trains at every regime (36 runs instead of 54; docs/study.md): nnU-Net and CMCL at all three,
-# the reconstruction arms at the fewest labels and all, the dropout arms at all labels, where the
-# missing-modality validation is
+# minutes at this budget, so not every arm trains at every regime (36 runs instead of 54; docs/study.md): nnU-Net
+# and CMCL at all three, the reconstruction arms at the fewest labels and all, the dropout arms at all labels,
+# where the missing-modality validation is
 FEWEST_AND_ALL, ALL = (2, 16), (16,)
 BRATS_ARMS = (Arm("nnU-Net", "nnUNetTrainerSeeded_brats_cpuPreset"),
               Arm("CMCL", "nnUNetTrainerCMCLFinetune_brats_cpuPreset", "nnUNetTrainerCMCL_brats_cpuPreset"),
