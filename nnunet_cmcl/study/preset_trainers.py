@@ -1,5 +1,5 @@
-"""The CPU preset's trainers: the shipped trainers with budgets sized for 2 cores (about 5 minutes a segmentation
-run; the measurements are in docs/study.md). Every segmentation arm gets the same budget and nnU-Net's schedule,
+"""The CPU presets' trainers: the shipped trainers with budgets sized for 2 cores (a segmentation run of the
+tissue preset about 5 minutes, of the BraTS-like one about 18; the measurements are in docs/study.md). Every segmentation arm gets the same budget and nnU-Net's schedule,
 every pretraining the same budget. Names: the shipped trainer's name plus ``_cpuPreset``; a fine-tuning trainer
 says where its checkpoint comes from (``_fromRecon``), the default CMCL's has no ``_from``. Shims in
 trainers/budgets/."""
