@@ -116,19 +116,28 @@ def default_arms(pretrainer: str, finetuner: str, baseline: str, control: str | 
                                                                    for label, pre, tr in extra]
 
 
-def run_experiment(dataset: str, configuration: str, plans: str, folds: list[int], fractions: list[float] | None,
-                   seed: int, arms: list[Arm], device: str, train_seeds: list[int] | None = None,
-                   labeled: list[int] | None = None, pool: str | None = None,
-                   study: str = "experiment", labels_per_seed: bool = False) -> tuple[str, list[Run]]:
-    """Runs (or finishes) every run of the study; returns (dataset name, runs). Label regimes are ``fractions``
-    of the folds' training cases, or ``labeled`` numbers of cases (fraction 1 if neither is given);
-    ``labels_per_seed``: each training seed draws its own labeled subsets (plan.plan_runs)."""
+def plan_experiment(dataset: str, configuration: str, plans: str, folds: list[int], fractions: list[float] | None,
+                    seed: int, arms: list[Arm], train_seeds: list[int] | None = None, labeled: list[int] | None = None,
+                    pool: str | None = None, labels_per_seed: bool = False) -> tuple[str, list[Run]]:
+    """Every run of the study, in order, with the folds they need added to the splits (nothing else is written);
+    returns (dataset name, runs). Label regimes are ``fractions`` of the folds' training cases, or ``labeled``
+    numbers of cases (fraction 1 if neither is given); ``labels_per_seed``: each training seed draws its own
+    labeled subsets (plan.plan_runs)."""
     name = check_inputs(dataset, configuration, plans)
     if labeled:
         ensure_splits(name, configuration, plans)
         fractions = list(dict.fromkeys((fractions or []) + labeled_fractions(name, folds, labeled)))
-    runs = plan_runs(name, configuration, plans, folds, fractions or [1.0], seed, arms, train_seeds,
-                     dataset_name(pool) if pool else None, labels_per_seed)
+    return name, plan_runs(name, configuration, plans, folds, fractions or [1.0], seed, arms, train_seeds,
+                           dataset_name(pool) if pool else None, labels_per_seed)
+
+
+def run_experiment(dataset: str, configuration: str, plans: str, folds: list[int], fractions: list[float] | None,
+                   seed: int, arms: list[Arm], device: str, train_seeds: list[int] | None = None,
+                   labeled: list[int] | None = None, pool: str | None = None,
+                   study: str = "experiment", labels_per_seed: bool = False) -> tuple[str, list[Run]]:
+    """Runs (or finishes) every run of the study (``plan_experiment``); returns (dataset name, runs)."""
+    name, runs = plan_experiment(dataset, configuration, plans, folds, fractions, seed, arms, train_seeds, labeled,
+                                 pool, labels_per_seed)
     execute(runs, dataset, configuration, plans, device, join(str(nnUNet_results), name, "cmcl_logs"), study)
     return name, runs
 

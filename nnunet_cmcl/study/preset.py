@@ -203,14 +203,17 @@ def preprocess(preset: Preset, study: str, pool: str) -> None:
                   join(pool_folder, "splits_final.json"))
 
 
-def run_study(preset: Preset | str, workdir: str, device: str = "cpu") -> str:
-    """Runs (or finishes) the preset's study in ``workdir``; returns the report's console text."""
+def run_study(preset: Preset | str, workdir: str, device: str = "cpu", report_only: bool = False) -> str:
+    """Runs (or finishes) the preset's study in ``workdir``; returns the report's console text. ``report_only``:
+    trains and validates nothing, reports the segmentation runs finished so far (``report_finished``)."""
     start = time.time()
     preset = PRESETS[preset] if isinstance(preset, str) else preset
     # nnUNet_n_proc_DA 1: one seeded worker per loader, delivering in order (bit-for-bit reruns are tested with 0
     # only, docs/study.md). nnUNet_def_n_proc 2: nnU-Net's validation export and evaluation pools (8 processes by
     # default) take about 50 s per run to start on 2 cores, more than the 24 cases they then handle
     use_workdir(workdir, nnUNet_n_proc_DA="1", nnUNet_def_n_proc="2", nnUNet_compile="false")
+    if report_only:
+        return report_finished(preset)
     # imported once the nnUNet_* variables are set: nnU-Net reads them when its modules are imported
     from nnunet_cmcl.study.experiment import (evaluate_missing_modalities, missing_subsets, report_experiment,
                                               run_experiment)
@@ -235,6 +238,41 @@ def run_study(preset: Preset | str, workdir: str, device: str = "cpu") -> str:
                              seeds)
     _step(f"done in {time.time() - start:.0f} s")
     return text
+
+
+def report_finished(preset: Preset) -> str:
+    """The report of the preset's study so far, written to its own folder (``preset_<name>_partial``), while the
+    study runs or between its parts: of each label regime, the seeds whose runs have all finished (every arm is
+    paired with the first arm seed by seed, so a seed some arm has not finished is left out whole); no
+    missing-modality conditions (the study validates them last). Refused before the study has its data or one
+    such seed."""
+    from batchgenerators.utilities.file_and_folder_operations import isfile, isdir, join
+    from nnunetv2.paths import nnUNet_preprocessed
+
+    from nnunet_cmcl.naming import dataset_name
+    from nnunet_cmcl.study.experiment import plan_experiment, report_experiment
+
+    command = f"nnunet-cmcl study --preset {preset.name} --workdir DIR"
+    prefix = f"Dataset{preset.dataset_id}_"
+    folders = [d for d in os.listdir(nnUNet_preprocessed) if d.startswith(prefix)] if isdir(nnUNet_preprocessed) else []
+    if not folders or not isfile(join(nnUNet_preprocessed, folders[0], STUDY_PLANS + ".json")):
+        raise CMCLInputError(f"no study of the preset {preset.name!r} in this workdir yet: run `{command}` first")
+    arms = list(preset.arms)
+    name, runs = plan_experiment(folders[0], preset.configuration, STUDY_PLANS, [0], None, 0, arms,
+                                 list(preset.train_seeds), list(preset.labeled), dataset_name(preset.pool_id),
+                                 preset.labels_per_seed)
+    segmentation = [r for r in runs if r.kind == "segmentation"]
+    finished = [r for r in segmentation if isfile(r.done_file)]
+    unfinished = {(r.n_labeled, r.seed) for r in segmentation if not isfile(r.done_file)}
+    complete = [r for r in finished if (r.n_labeled, r.seed) not in unfinished]
+    if not complete:
+        raise CMCLInputError(f"no label regime has all its runs of one seed finished yet ({len(finished)} of "
+                             f"{len(segmentation)} runs): let `{command}` run longer")
+    text = report_experiment(name, preset.configuration, STUDY_PLANS, complete, arms, f"preset_{preset.name}_partial")
+    seeds = sorted({(r.n_labeled, r.seed) for r in complete})
+    return (f"partial: {len(finished)} of {len(segmentation)} segmentation runs finished; reported: {len(complete)}, "
+            f"the seeds every arm has finished ({', '.join(f'{n} labeled seed {s}' for n, s in seeds)}); no "
+            f"missing-modality conditions yet\n{text}")
 
 
 # the fine-tuning schedule is nnU-Net's own (no warm-up): nnU-Net's trainer is every pretrained arm's control

@@ -189,6 +189,38 @@ def test_a_workdir_of_an_earlier_plans_version_is_refused(study):
     assert proc.returncode != 0 and "holds nnUNetPlans_cpuStudy, the plans of an earlier version" in proc.stderr
 
 
+def _report_only(env: dict, workdir: str) -> subprocess.CompletedProcess:
+    script = TINY.replace("run_study(preset, WORKDIR)", "run_study(preset, WORKDIR, report_only=True)")
+    return subprocess.run([sys.executable, "-c", script.replace("WORKDIR", repr(workdir))], env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_a_partial_report_covers_the_finished_runs_and_trains_nothing(study, tmp_path):
+    env, _ = study
+    # as while the study runs: the second seed's CMCL run has not finished (no validation summary yet)
+    regime = next(i for i, s in enumerate(load_json(join(env["nnUNet_preprocessed"], STUDY, "splits_final.json")))
+                  if s.get("cmcl_fraction") == 0.5 and s.get("cmcl_seed") == 1 and "cmcl_train_seed" not in s)
+    summary = join(_fold_folder(env, STUDY, FINETUNER, _seeded(env, STUDY)[(regime, 1)]), "validation",
+                   "summary.json")
+    os.rename(summary, summary + ".hidden")
+    try:
+        proc = _report_only(env, os.path.dirname(env["nnUNet_raw"]))
+        assert not os.path.exists(summary)  # nothing was trained or validated again
+    finally:
+        os.rename(summary + ".hidden", summary)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "partial: 3 of 4 segmentation runs finished; reported: 2, the seeds every arm has finished (2 labeled " \
+           "seed 0)" in proc.stdout and "[study tiny" not in proc.stdout
+    report = join(env["nnUNet_results"], STUDY, "cmcl_studies", f"preset_tiny_partial__{PLANS}__2d")
+    rows = json.load(open(join(report, "study.json")))["rows"]
+    mean_cmcl = next(r for r in rows if r["class"] == "mean" and r["arm"] == "CMCL")
+    assert {d["seed"] for d in mean_cmcl["seed_diffs"]} == {0}  # seed 1 left out of both arms
+    # before the study has its data, the same command says what to run first
+    empty = _report_only({**env, **{k: str(tmp_path / k) for k in ("nnUNet_raw", "nnUNet_preprocessed",
+                                                                    "nnUNet_results")}}, str(tmp_path))
+    assert empty.returncode != 0 and "no study of the preset 'tiny' in this workdir yet" in empty.stderr
+
+
 def test_missing_modality_evaluation_finds_the_plugins_trainers(monkeypatch, tmp_path):
     # nnU-Net's predictor runs in the calling process (the study's, or evaluate-missing's) and finds trainer
     # classes through nnUNet_extTrainer only; the plugin's trainers must be found without the user setting it
