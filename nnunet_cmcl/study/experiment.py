@@ -55,6 +55,17 @@ def check_started_runs(runs: list[Run]) -> None:
                                  f"the folder away (or give a new workdir) and rerun")
 
 
+def finished_durations(runs: list[Run]) -> dict[str, list[float]]:
+    """The time nnU-Net's logs show for each run finished earlier (an earlier part of a resumed study), by kind of
+    run (pretraining or segmentation); runs without a timed log are left out."""
+    durations: dict[str, list[float]] = {}
+    for run in runs:
+        seconds = training_log_seconds(run.fold_folder) if isfile(run.done_file) else None
+        if seconds is not None:
+            durations.setdefault(run.kind, []).append(seconds)
+    return durations
+
+
 def environment() -> dict:
     """This process's environment with the plugin's trainers visible to nnU-Net."""
     return {**os.environ, "nnUNet_extTrainer": with_plugin_trainers(os.environ.get("nnUNet_extTrainer"))}
@@ -67,7 +78,7 @@ def execute(runs: list[Run], dataset: str, configuration: str, plans: str, devic
     os.makedirs(log_folder, exist_ok=True)
     exe = os.path.join(os.path.dirname(sys.executable), "nnUNetv2_train")
     env = environment()
-    durations: dict[str, list[float]] = {}  # by kind of run: pretraining or segmentation
+    durations = finished_durations(runs)  # by kind of run, for the study's time left from the first line on
     for i, run in enumerate(runs, 1):
         head = f"[{name} {i}/{len(runs)}] {run.label} ({run.trainer})"
         if isfile(run.done_file):
@@ -179,13 +190,8 @@ def report_experiment(name: str, configuration: str, plans: str, runs: list[Run]
         if len(absent) > 1:  # one condition is its own mean; each arm also against its control (dropout's)
             over_conditions = study_statistics(mean_over_conditions(absent), arms[0].label, controls=controls)
     output = join(results, "cmcl_studies", f"{study}__{plans}__{configuration}")
-    wall_time: dict[str, list[float]] = {}
-    for run in runs:
-        seconds = training_log_seconds(run.fold_folder) if isfile(run.done_file) else None
-        if seconds is not None:
-            wall_time.setdefault(run.kind, []).append(seconds)
     paths = write_study_report(result, output, names, learning_curves(results, plans, configuration, segmentation),
-                               by_condition, wall_time, over_conditions)
+                               by_condition, finished_durations(runs), over_conditions)
     return format_study_table(result, names) + f"\nwritten: {', '.join(paths.values())}"
 
 

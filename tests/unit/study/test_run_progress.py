@@ -177,3 +177,23 @@ def test_watch_prints_when_the_progress_changes(tmp_path):
 def test_watch_prints_to_stdout_by_default(tmp_path, capsys):
     assert watch(python("import time; time.sleep(0.3)"), str(tmp_path), "fold 2", interval=0.1) == 0
     assert capsys.readouterr().out == "fold 2: starting\n"
+
+
+def test_a_resumed_study_knows_the_durations_of_the_runs_finished_earlier(tmp_path):
+    from nnunet_cmcl.study.experiment import finished_durations
+    from nnunet_cmcl.study.plan import Run
+
+    def fold(name: str, seconds: float, done: str | None) -> Run:
+        folder = tmp_path / name
+        (folder / "validation").mkdir(parents=True)
+        (folder / "training_log_2026_1_5_10_00_00.txt").write_text(
+            HEADER + "2026-01-05 10:00:00.000000: Epoch 0 \n"
+            f"2026-01-05 10:00:00.000000: Epoch time: {seconds} s \n"
+            f"2026-01-05 10:{int(seconds) // 60:02d}:{int(seconds) % 60:02d}.000000: Validation complete \n")
+        if done:
+            (folder / done).write_text("{}")
+        return Run(name, "T", "0", str(folder), arm=None if done == "checkpoint_final.pth" else "nnU-Net")
+
+    runs = [fold("pre", 90.0, "checkpoint_final.pth"), fold("seg", 150.0, "validation/summary.json"),
+            fold("seg_unfinished", 30.0, None)]
+    assert finished_durations(runs) == {"pretraining": [90.0], "segmentation": [150.0]}
