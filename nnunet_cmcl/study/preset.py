@@ -246,19 +246,18 @@ def report_finished(preset: Preset) -> str:
     paired with the first arm seed by seed, so a seed some arm has not finished is left out whole); no
     missing-modality conditions (the study validates them last). Refused before the study has its data or one
     such seed."""
-    from batchgenerators.utilities.file_and_folder_operations import isfile, isdir, join
+    from batchgenerators.utilities.file_and_folder_operations import isfile, join
     from nnunetv2.paths import nnUNet_preprocessed
 
     from nnunet_cmcl.naming import dataset_name
     from nnunet_cmcl.study.experiment import plan_experiment, report_experiment
 
     command = f"nnunet-cmcl study --preset {preset.name} --workdir DIR"
-    prefix = f"Dataset{preset.dataset_id}_"
-    folders = [d for d in os.listdir(nnUNet_preprocessed) if d.startswith(prefix)] if isdir(nnUNet_preprocessed) else []
-    if not folders or not isfile(join(nnUNet_preprocessed, folders[0], STUDY_PLANS + ".json")):
+    study = f"Dataset{preset.dataset_id:03d}_{preset.study_name}"  # as write_data names it
+    if not isfile(join(nnUNet_preprocessed, study, STUDY_PLANS + ".json")):
         raise CMCLInputError(f"no study of the preset {preset.name!r} in this workdir yet: run `{command}` first")
     arms = list(preset.arms)
-    name, runs = plan_experiment(folders[0], preset.configuration, STUDY_PLANS, [0], None, 0, arms,
+    name, runs = plan_experiment(study, preset.configuration, STUDY_PLANS, [0], None, 0, arms,
                                  list(preset.train_seeds), list(preset.labeled), dataset_name(preset.pool_id),
                                  preset.labels_per_seed)
     segmentation = [r for r in runs if r.kind == "segmentation"]
