@@ -28,6 +28,7 @@ from nnunet_cmcl.errors import CMCLInputError
 _TABLES = {0: (0.05, 1.0, 1.8, 1.03),   # e.g. "T1": a visible, b nearly invisible
            1: (0.02, 0.8, 0.78, 0.3)}   # e.g. "T2": b visible, a nearly invisible
 _TABLE_EXTRA = (0.1, 1.0, 1.4, 0.6)     # channels >= 2: both structures moderately visible
+BRAIN_CHANNELS = ("T1", "T2", "FLAIR")  # the brain dataset's channels, in order
 
 
 def _ellipsoid(grid: np.ndarray, centre: np.ndarray, radii: np.ndarray, rot: np.ndarray) -> np.ndarray:
@@ -264,7 +265,7 @@ def write_brain_dataset(raw_root: str, dataset_id: int, name: str = "CMCLBrain",
 
     def fill(tmp: str) -> None:
         write_cases(tmp, name, num_cases, seed, lambda rng: _brain_case(rng, template), with_labels, spacing)
-        generate_dataset_json(tmp, channel_names={"0": "T1", "1": "T2", "2": "FLAIR"},
+        generate_dataset_json(tmp, channel_names={str(c): m for c, m in enumerate(BRAIN_CHANNELS)},
                               labels={"background": 0, "CSF": 1, "grey_matter": 2, "white_matter": 3},
                               num_training_cases=num_cases, file_ending=".nii.gz", dataset_name=folder_name,
                               description="simulated multi-modal brain MRI from nilearn's MNI152 templates "

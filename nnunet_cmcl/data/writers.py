@@ -23,10 +23,18 @@ def write_dataset(kind: str, raw_root: str, dataset_id: int, name: str | None = 
     if kind == "phantom":
         options.update({k: tuple(v) for k, v in (("modalities", modalities), ("spacing", spacing)) if v})
     elif modalities or spacing:
-        channels = "FLAIR, T1w, t1gd, T2w" if kind == "brats" else "T1, T2, FLAIR"
-        raise CMCLInputError(f"--modalities and --spacing apply to phantom only; {kind} has {channels} at ~4 mm")
+        raise CMCLInputError(f"--modalities and --spacing apply to phantom only; {kind} has "
+                             f"{', '.join(channels_of(kind))} at ~4 mm")
     writer = {"phantom": write_phantom_dataset, "brain": write_brain_dataset, "brats": write_brats_dataset}[kind]
     try:
         return writer(raw_root, dataset_id, **options)
     except ValueError as e:  # the writers' checks of id, cases, shape and of existing folders
         raise CMCLInputError(str(e)) from e
+
+
+def channels_of(kind: str) -> tuple[str, ...]:
+    """The channels of the brain or BraTS-like dataset, in order (the phantom's are an option)."""
+    from nnunet_cmcl.data.brats import CHANNELS
+    from nnunet_cmcl.data.synthetic import BRAIN_CHANNELS
+
+    return {"brain": BRAIN_CHANNELS, "brats": CHANNELS}[kind]

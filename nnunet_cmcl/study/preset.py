@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass
 
 from nnunet_cmcl.atomic import write_json_atomically
+from nnunet_cmcl.data.writers import channels_of
 from nnunet_cmcl.errors import CMCLInputError
 from nnunet_cmcl.study.plan import Arm
 from nnunet_cmcl.study.workdir import plan_and_preprocess_once, use_workdir
@@ -37,15 +38,14 @@ RETIRED_STUDY_PLANS = ("nnUNetPlans_cpuStudy",)
 @dataclass(frozen=True)
 class PresetData:
     """A built-in dataset a preset runs on: its kind for `nnunet-cmcl synth` (data/writers.py), the dataset names
-    of the study and of its pool, its channels in order."""
+    of the study and of its pool."""
     kind: str
     study_name: str
     pool_name: str
-    channels: tuple[str, ...]
 
 
-DATA = {"brain": PresetData("brain", "CMCLBrainStudy", "CMCLBrainPool", ("T1", "T2", "FLAIR")),
-        "brats": PresetData("brats", "CMCLBraTSStudy", "CMCLBraTSPool", ("FLAIR", "T1w", "t1gd", "T2w"))}
+DATA = {"brain": PresetData("brain", "CMCLBrainStudy", "CMCLBrainPool"),
+        "brats": PresetData("brats", "CMCLBraTSStudy", "CMCLBraTSPool")}
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ class Preset:
 
     @property
     def modalities(self) -> tuple[str, ...]:
-        return DATA[self.data].channels
+        return channels_of(DATA[self.data].kind)
 
     @property
     def study_name(self) -> str:
