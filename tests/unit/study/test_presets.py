@@ -45,3 +45,12 @@ def test_the_demo_names_the_preset_that_studies_its_data():
 
     assert study_of("brats") == "cpu" and study_of("brain") == "tissue"
     assert study_of("phantom") == "cpu"  # no preset runs on the phantom: the CPU preset is named
+
+
+def test_the_command_line_offers_every_preset_and_gpu():
+    """The CLI names the presets itself (its help loads no nnU-Net), so it is checked against PRESETS here."""
+    from nnunet_cmcl.cli import build_parser
+
+    study = build_parser()._subparsers._group_actions[0].choices["study"]
+    preset = next(a for a in study._actions if a.dest == "preset")
+    assert set(preset.choices) == set(PRESETS) | {"gpu"}
