@@ -91,8 +91,8 @@ def execute(runs: list[Run], dataset: str, configuration: str, plans: str, devic
 
         def study_left(run=run, to_start=to_start) -> str:
             progress = read_run_progress(run.fold_folder)
-            current_left = progress.seconds_left if progress else None
-            left = study_seconds_left(durations, to_start, run.kind, current_left)
+            current_left, current_whole = (progress.seconds_left, progress.whole_seconds) if progress else (None, None)
+            left = study_seconds_left(durations, to_start, run.kind, current_left, current_whole)
             return "" if left is None else f"; {name} about {format_duration(left)} left"
 
         start = time.time()

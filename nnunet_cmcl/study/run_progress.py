@@ -34,6 +34,13 @@ class RunProgress:
     epoch_seconds: float | None
     seconds_left: float | None
 
+    @property
+    def whole_seconds(self) -> float | None:
+        """All the run's epochs at its epoch time: its duration, less start-up and final validation."""
+        if self.num_epochs is None or self.epoch_seconds is None:
+            return None
+        return self.num_epochs * self.epoch_seconds
+
 
 def newest_training_log(fold_folder: str) -> str | None:
     """The newest training log of the folder, or None if there is none (yet)."""
@@ -120,23 +127,27 @@ def describe(progress: RunProgress | None) -> str:
 
 
 def study_seconds_left(done: dict[str, list[float]], to_start: list[str], current: str,
-                       current_left: float | None) -> float | None:
+                       current_left: float | None, current_whole: float | None = None) -> float | None:
     """The whole study's time left: the current run's time left plus, for each run not started yet, the median
     duration of the finished runs of its kind (``to_start`` lists their kinds, for example pretraining and
     segmentation: a study's pretrainings take a fraction of its segmentation runs, which also validate).
 
-    A kind without finished runs takes the median of all finished runs. Without a time left for the current run
-    (no epoch timed yet) it counts as a whole run of its kind. None when that cannot be estimated: no finished run
-    yet, and either no ``current_left`` or runs still to start.
+    A kind without finished runs goes by the current run's projected duration (``current_whole``: all its epochs
+    at its epoch time) if the current run is of that kind, else by the median of all finished runs. Without a
+    time left for the current run (no epoch timed yet) it counts as a whole run of its kind. None when that
+    cannot be estimated.
     """
     everything = [seconds for durations in done.values() for seconds in durations]
-    if not everything:
-        return current_left if not to_start else None
 
-    def typical(kind: str) -> float:
-        return statistics.median(done.get(kind) or everything)
+    def typical(kind: str) -> float | None:
+        if done.get(kind):
+            return statistics.median(done[kind])
+        if kind == current and current_whole is not None:
+            return current_whole
+        return statistics.median(everything) if everything else None
 
-    return (typical(current) if current_left is None else current_left) + sum(typical(k) for k in to_start)
+    parts = [typical(current) if current_left is None else current_left, *(typical(k) for k in to_start)]
+    return None if None in parts else sum(parts)
 
 
 def watch(process: subprocess.Popen, fold_folder: str, prefix: str, interval: float = 60.0,

@@ -150,6 +150,21 @@ def test_study_seconds_left_counts_each_run_at_the_median_of_its_kind():
     assert study_seconds_left({"pretraining": [100.0, 300.0]}, ["segmentation"], "pretraining", 0.0) == 200.0
 
 
+def test_a_kind_without_finished_runs_goes_by_the_current_run_of_that_kind():
+    """A study's first segmentation run, after its pretrainings: the runs to come take as long as it will, not
+    as long as a pretraining took."""
+    done = {"pretraining": [1800.0, 2400.0]}
+    to_start = ["segmentation", "segmentation", "pretraining"]
+    assert study_seconds_left(done, to_start, "segmentation", 600.0, 1000.0) == 600.0 + 2 * 1000.0 + 2100.0
+    # the current run is of another kind: its projection says nothing of the segmentation runs
+    assert study_seconds_left(done, ["segmentation"], "pretraining", 60.0, 1000.0) == 60.0 + 2100.0
+    assert study_seconds_left({}, ["segmentation"] * 3, "segmentation", 5.0, 100.0) == 5.0 + 300.0
+    assert study_seconds_left({}, ["pretraining"], "segmentation", 5.0, 100.0) is None
+    progress = RunProgress(epoch=10, num_epochs=400, epoch_seconds=2.5, seconds_left=975.0)
+    assert progress.whole_seconds == 1000.0
+    assert RunProgress(epoch=None, num_epochs=400, epoch_seconds=None, seconds_left=None).whole_seconds is None
+
+
 def python(code: str, *args: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", code, *args])
 
