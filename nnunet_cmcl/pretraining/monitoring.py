@@ -2,6 +2,7 @@
 alarm, and the steps the grad scaler skipped. ``CMCLMonitoring`` is a mixin of nnUNetTrainerCMCL."""
 from __future__ import annotations
 
+import math
 from typing import List
 
 import torch
@@ -85,10 +86,16 @@ class CMCLMonitoring:
     def log_validation_metrics(self) -> None:
         """The epoch's retrieval and embedding line, and the warning when the embeddings collapse."""
         source = self.embedding_source()
-        self.print_to_log_file(
-            f"retrieval top-1 {self._get('val_retrieval_top1'):.3f} dense {self._get('val_dense_retrieval_top1'):.3f}; "
-            f"{source} embeddings: embedding std {self._get('val_embedding_std'):.3f} alignment "
-            f"{self._get('val_alignment'):.3f} uniformity {self._get('val_uniformity'):.3f}")
+        # only what was measured: the terms a trainer does not have (the global term by default, both for
+        # reconstruction only) would print as nan and read as a failure
+        parts = [f"{name} retrieval top-1 {self._get(key):.3f}" for name, key in
+                 (("global", "val_retrieval_top1"), ("dense", "val_dense_retrieval_top1"))
+                 if math.isfinite(self._get(key))]
+        if source != "no":
+            parts.append(f"{source} embeddings: embedding std {self._get('val_embedding_std'):.3f} alignment "
+                         f"{self._get('val_alignment'):.3f} uniformity {self._get('val_uniformity'):.3f}")
+        if parts:
+            self.print_to_log_file("; ".join(parts))
         if getattr(self, "inside_share", None):
             self.print_to_log_file("dense locations inside the image (bottleneck, then the stages above it): "
                                    + ", ".join(f"{share:.3f}" for share in self.inside_share))

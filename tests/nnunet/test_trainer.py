@@ -396,6 +396,7 @@ def test_default_embedding_metrics_come_from_the_dense_embeddings_and_warn_on_co
     lines = captured_log(trainer, monkeypatch)
     trainer.log_validation_metrics()
     assert "dense embeddings: embedding std" in lines[0] and not any("WARNING" in line for line in lines)
+    assert lines[0].startswith("dense retrieval top-1") and "nan" not in lines[0]  # the global term is off
     # the share of sampled locations inside the image, the bottleneck's and each stage's
     shares = [float(x) for x in lines[1].split(": ")[1].split(", ")]
     assert lines[1].startswith("dense locations inside the image") and len(shares) == 3
