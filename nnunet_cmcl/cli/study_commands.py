@@ -90,6 +90,10 @@ def add_study(sub) -> None:
     p.add_argument("--workdir", default="cmcl_study", help="cpu, tissue: folder for nnU-Net's data and results")
     p.add_argument("--report-only", action="store_true",
                    help="cpu, tissue: train nothing, report the runs finished so far (also while the study runs)")
+    p.add_argument("--ledger", default=None, metavar="FOLDER",
+                   help="cpu, tissue: keep each finished run's results (small files, no weights) in FOLDER and "
+                        "restore them from there into the workdir, so the study goes on in a new workdir or on "
+                        "another machine (e.g. FOLDER in git)")
     p.add_argument("-d", default=None, help="gpu: dataset name or id (planned and preprocessed)")
     p.add_argument("-c", default="3d_fullres", help="gpu: configuration (default 3d_fullres)")
     p.add_argument("-p", default="nnUNetPlans", help="gpu: plans identifier (default nnUNetPlans)")
@@ -101,10 +105,11 @@ def _cmd_study(args: argparse.Namespace) -> int:
     if args.preset in ("cpu", "tissue"):
         from nnunet_cmcl.study.preset import run_study
 
-        print(run_study(args.preset, args.workdir, args.device or "cpu", args.report_only))
+        print(run_study(args.preset, args.workdir, args.device or "cpu", args.report_only, args.ledger))
         return 0
-    if args.report_only:
-        raise CMCLInputError("--report-only is for the built-in presets (cpu, tissue), not --preset gpu")
+    for flag, given in (("--report-only", args.report_only), ("--ledger", args.ledger)):
+        if given:
+            raise CMCLInputError(f"{flag} is for the built-in presets (cpu, tissue), not --preset gpu")
     if args.d is None:
         raise CMCLInputError("--preset gpu runs on your dataset: give it with -d (planned and preprocessed)")
     check_paths("experiment")

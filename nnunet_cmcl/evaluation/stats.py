@@ -21,6 +21,7 @@ predicted by runs of the same seed. Per label regime, class key and "mean":
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 from numbers import Integral
@@ -36,6 +37,8 @@ from nnunet_cmcl.naming import trainer_folder
 RUN_KEYS = ("arm", "trainer", "fold", "source_fold", "n_labeled")
 CONVERGENCE_TOLERANCE = 0.01
 NAN = float("nan")
+# the per-epoch logging of a run's final checkpoint alone, where a study's ledger restored the run without weights
+CURVES_FILE = "cmcl_curves.json"
 
 
 # ---------------------------------------------------------------- loading
@@ -326,13 +329,25 @@ def definitions() -> dict[str, str]:
 # ---------------------------------------------------------------- learning curves
 
 def _checkpoint_of(results_dataset_folder: str, plans: str, configuration: str, run: dict) -> str:
+    """The run's final (or latest) checkpoint, or the curves a study's ledger kept of it (study/ledger.py)."""
     folder = os.path.join(trainer_folder(results_dataset_folder, run["trainer"], plans, configuration),
                           f"fold_{normalize_fold(run['fold'])}")
-    for name in ("checkpoint_final.pth", "checkpoint_latest.pth"):
+    for name in ("checkpoint_final.pth", "checkpoint_latest.pth", CURVES_FILE):
         if os.path.isfile(os.path.join(folder, name)):
             return os.path.join(folder, name)
     raise CMCLInputError(f"{folder} has no checkpoint_final.pth or checkpoint_latest.pth: arm {run['arm']} fold "
                          f"{run['fold']} was not trained; train it or leave the run out")
+
+
+def _logging_of(path: str) -> dict:
+    """nnU-Net's per-epoch logging of a checkpoint, or of the curves file that holds it alone."""
+    if path.endswith(".json"):
+        with open(path) as f:
+            return json.load(f)
+    logging = load_checkpoint_safely(path).get("logging")
+    if not isinstance(logging, dict):
+        raise CMCLInputError(f"{path} has no 'logging' dict: it was not written by nnU-Net's trainer")
+    return logging
 
 
 def convergence(ema: list[float]) -> tuple[bool, float, float]:
@@ -352,9 +367,7 @@ def learning_curves(results_dataset_folder: str, plans: str, configuration: str,
     for run in runs:
         _check_run(run)
         path = _checkpoint_of(results_dataset_folder, plans, configuration, run)
-        logging = load_checkpoint_safely(path).get("logging")
-        if not isinstance(logging, dict):
-            raise CMCLInputError(f"{path} has no 'logging' dict: it was not written by nnU-Net's trainer")
+        logging = _logging_of(path)
         lists = {k: [float(x) for x in logging.get(k, [])]
                  for k in ("ema_fg_dice", "mean_fg_dice", "train_losses", "val_losses")}
         converged, change, spread = convergence(lists["ema_fg_dice"])

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import time
+from typing import Callable
 
 from batchgenerators.utilities.file_and_folder_operations import isfile, join, load_json
 from nnunetv2.paths import nnUNet_preprocessed, nnUNet_results
@@ -71,9 +72,18 @@ def environment() -> dict:
     return {**os.environ, "nnUNet_extTrainer": with_plugin_trainers(os.environ.get("nnUNet_extTrainer"))}
 
 
+def to_train(run: Run, runs: list[Run]) -> bool:
+    """Whether the run still has to train: it has not finished, and a pretraining also has a run starting from it
+    that has not (a study continued from its ledger has the finished ones' results without their pretraining)."""
+    if isfile(run.done_file):
+        return False
+    return run.kind != "pretraining" or any(r.pretrained == run.done_file and not isfile(r.done_file) for r in runs)
+
+
 def execute(runs: list[Run], dataset: str, configuration: str, plans: str, device: str, log_folder: str,
-            name: str = "experiment") -> None:
-    """Runs what is not finished, in order, with progress lines; each run's output goes to a log file."""
+            name: str = "experiment", after: Callable[[Run], None] | None = None) -> None:
+    """Runs what is not finished, in order, with progress lines; each run's output goes to a log file.
+    ``after(run)`` is called for each segmentation run once it has finished (also one finished earlier)."""
     check_started_runs(runs)
     os.makedirs(log_folder, exist_ok=True)
     exe = os.path.join(os.path.dirname(sys.executable), "nnUNetv2_train")
@@ -81,13 +91,16 @@ def execute(runs: list[Run], dataset: str, configuration: str, plans: str, devic
     durations = finished_durations(runs)  # by kind of run, for the study's time left from the first line on
     for i, run in enumerate(runs, 1):
         head = f"[{name} {i}/{len(runs)}] {run.label} ({run.trainer})"
-        if isfile(run.done_file):
-            print(f"{head}: finished earlier, skipped", flush=True)
+        if not to_train(run, runs):
+            why = "finished earlier" if isfile(run.done_file) else "not needed (every run from it has finished)"
+            print(f"{head}: {why}, skipped", flush=True)
+            if after and run.kind == "segmentation":
+                after(run)
             continue
         command = command_of(run, dataset, configuration, plans, device)
         log = join(log_folder, f"{run.dataset + '__' if run.dataset else ''}{run.trainer}_fold_{run.fold}.log")
         print(f"{head}: {'resuming' if '--c' in command else 'running'} (log: {log})", flush=True)
-        to_start = [r.kind for r in runs[i:] if not isfile(r.done_file)]
+        to_start = [r.kind for r in runs[i:] if to_train(r, runs)]
 
         def study_left(run=run, to_start=to_start) -> str:
             progress = read_run_progress(run.fold_folder)
@@ -105,6 +118,8 @@ def execute(runs: list[Run], dataset: str, configuration: str, plans: str, devic
         seconds = time.time() - start
         durations.setdefault(run.kind, []).append(seconds)
         print(f"{head}: done in {format_duration(seconds)}", flush=True)
+        if after and run.kind == "segmentation":
+            after(run)
 
 
 def check_inputs(dataset: str, configuration: str, plans: str) -> str:
@@ -153,7 +168,7 @@ def run_experiment(dataset: str, configuration: str, plans: str, folds: list[int
     return name, runs
 
 
-def _missing_runs(runs: list[Run], seeds: list | None) -> list[Run]:
+def missing_runs(runs: list[Run], seeds: list | None) -> list[Run]:
     """The segmentation runs validated without each modality: the all-labels regime, of ``seeds`` (None: all)."""
     segmentation = [r for r in runs if r.kind == "segmentation"]
     largest = max((r.n_labeled for r in segmentation), default=0)
@@ -180,7 +195,7 @@ def report_experiment(name: str, configuration: str, plans: str, runs: list[Run]
     if missing:
         from nnunet_cmcl.evaluation.missing_report import ALL_MODALITIES, mean_over_conditions
 
-        at_all_labels = [r.record() for r in _missing_runs(runs, missing_seeds)]
+        at_all_labels = [r.record() for r in missing_runs(runs, missing_seeds)]
         chosen = {(r["trainer"], r["fold"]) for r in at_all_labels}
         by_condition = {ALL_MODALITIES: study_statistics(
             [r for r in records if (r["trainer"], r["fold"]) in chosen], arms[0].label)}
@@ -229,7 +244,8 @@ def evaluate_missing_modalities(name: str, configuration: str, plans: str, runs:
                                 modalities: list[str] | list[tuple[str, ...]], device: str,
                                 seeds: list | None = None) -> dict[str, str]:
     """Every segmentation run of the all-labels regime (of ``seeds``; None: all) validated once per absent
-    condition: a modality name alone, or a tuple of modalities absent together; those done are skipped. Returns
+    condition: a modality name alone, or a tuple of modalities absent together; those done are skipped (also a
+    run restored from a study's ledger with its summaries). Returns
     {'missing <A>' or 'missing <A>+<B>': validation folder name} for report_experiment."""
     from nnunet_cmcl.evaluation.missing import (SEPARATOR, checked_subset, evaluate_missing_subsets,
                                                 modality_channels, validation_folder)
@@ -237,8 +253,12 @@ def evaluate_missing_modalities(name: str, configuration: str, plans: str, runs:
     known = modality_channels(load_json(join(nnUNet_preprocessed, name, "dataset.json"))["channel_names"])
     # in channel order, as evaluate_missing_subsets names the folders; checked before the first evaluation
     subsets = list(dict.fromkeys(checked_subset(known, [m] if isinstance(m, str) else m, name) for m in modalities))
-    chosen = _missing_runs(runs, seeds)
+    chosen = missing_runs(runs, seeds)
     for i, run in enumerate(chosen, 1):
+        restored = not isfile(join(run.fold_folder, "checkpoint_final.pth"))  # from a ledger, without weights
+        if restored and all(isfile(join(run.fold_folder, validation_folder(s), "summary.json")) for s in subsets):
+            print(f"[missing {i}/{len(chosen)}] {run.label}: evaluated before it was kept, skipped", flush=True)
+            continue
         evaluate_missing_subsets(name, configuration, run.trainer, int(run.fold), subsets, plans, device,
                                  log_prefix=f"[missing {i}/{len(chosen)}] {run.label}:")
     return {f"missing {SEPARATOR.join(s)}": validation_folder(s) for s in subsets}

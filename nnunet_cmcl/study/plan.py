@@ -11,7 +11,9 @@
   never sees the images it is validated on (its retrieval monitor runs on them without gradients, and the
   fine-tuning starts from the final checkpoint, not from the monitor's best).
 
-Runs are ordered seed by seed, so the first seed's complete table exists long before the last seed's runs end.
+Runs are ordered seed by seed, so the first seed's complete table exists long before the last seed's runs end;
+within a seed, the arms from random weights come first, and each pretraining right before the runs that start
+from it.
 """
 from __future__ import annotations
 
@@ -148,7 +150,8 @@ def _repeats(name: str, folds: set[int], train_seeds: list[int] | None) -> dict:
 def plan_runs(name: str, configuration: str, plans: str, folds: list[int], fractions: list[float], seed: int,
               arms: list[Arm], train_seeds: list[int] | None = None, pool: str | None = None,
               labels_per_seed: bool = False) -> list[Run]:
-    """The runs of the study in order: per training seed, its pretrainings, then every arm on every regime.
+    """The runs of the study in order: per training seed, the arms from random weights on every regime, then each
+    pretraining followed by the runs of the arms that start from it (by regime).
 
     ``pool``: pretrain on that dataset instead (prepared with the study dataset's plans by `prepare`); its fold k
     must hold the unlabeled pool plus the training images of the study's fold k, and none of its validation
@@ -183,7 +186,7 @@ def plan_runs(name: str, configuration: str, plans: str, folds: list[int], fract
                              f"cases among its regimes")
     runs = []
     for s in seeds:
-        pretrained = {}
+        pretrained, pretrainings, segmentation = {}, [], []
         for pretrainer, pretraining_plans in pretrainers:
             for source in folds:
                 fold = pool_repeat[(source, s)]
@@ -192,13 +195,19 @@ def plan_runs(name: str, configuration: str, plans: str, folds: list[int], fract
                           pretrainer, str(fold), folder(pretrainer, fold, pool or name, pretraining_plans or plans),
                           dataset=pool, plans=pretraining_plans)
                 pretrained[(pretrainer, pretraining_plans, source)] = run.done_file
-                runs.append(run)
+                pretrainings.append(run)
         for (source, fraction), regime_fold in sorted(regimes[s].items()):
             fold = repeat[(regime_fold, s)]
             n_labeled = len(splits[regime_fold]["train"])
             for arm in (a for a in arms if not a.labeled or n_labeled in a.labeled):
-                runs.append(Run(f"{arm.label}, fold {source} with {n_labeled} labeled cases{_seed_text(s)} (fold "
+                segmentation.append(Run(f"{arm.label}, fold {source} with {n_labeled} labeled cases{_seed_text(s)} (fold "
                                 f"{fold})", arm.trainer, str(fold), folder(arm.trainer, fold),
                                 pretrained[(arm.pretrainer, arm.pretraining_plans, source)] if arm.pretrainer else None,
                                 arm.label, source, fraction, n_labeled, s))
+        # the arms from random weights first, then each pretraining right before the runs that start from it, so
+        # its checkpoint is needed for hours, not for the whole seed (a study that moves machines trains it again
+        # only if one of them is unfinished: ledger.py)
+        runs += [r for r in segmentation if r.pretrained is None]
+        for pretraining in pretrainings:
+            runs += [pretraining] + [r for r in segmentation if r.pretrained == pretraining.done_file]
     return runs

@@ -203,20 +203,28 @@ def preprocess(preset: Preset, study: str, pool: str) -> None:
                   join(pool_folder, "splits_final.json"))
 
 
-def run_study(preset: Preset | str, workdir: str, device: str = "cpu", report_only: bool = False) -> str:
+def run_study(preset: Preset | str, workdir: str, device: str = "cpu", report_only: bool = False,
+              ledger: str | None = None) -> str:
     """Runs (or finishes) the preset's study in ``workdir``; returns the report's console text. ``report_only``:
-    trains and validates nothing, reports the segmentation runs finished so far (``report_finished``)."""
+    trains and validates nothing, reports the segmentation runs finished so far (``report_finished``).
+    ``ledger``: a folder the finished runs are kept in and restored from (study/ledger.py), so the study goes on
+    in a new workdir, on another machine; each run is validated without modalities before it is kept."""
     start = time.time()
     preset = PRESETS[preset] if isinstance(preset, str) else preset
     # nnUNet_n_proc_DA 1: one seeded worker per loader, delivering in order (bit-for-bit reruns are tested with 0
     # only, docs/study.md). nnUNet_def_n_proc 2: nnU-Net's validation export and evaluation pools (8 processes by
     # default) take about 50 s per run to start on 2 cores, more than the 24 cases they then handle
+    ledger = os.path.abspath(ledger) if ledger else None  # before use_workdir, which may change the directory
     use_workdir(workdir, nnUNet_n_proc_DA="1", nnUNet_def_n_proc="2", nnUNet_compile="false")
     if report_only:
-        return report_finished(preset)
+        return report_finished(preset, ledger)
     # imported once the nnUNet_* variables are set: nnU-Net reads them when its modules are imported
-    from nnunet_cmcl.study.experiment import (evaluate_missing_modalities, missing_subsets, report_experiment,
-                                              run_experiment)
+    from batchgenerators.utilities.file_and_folder_operations import join
+    from nnunetv2.paths import nnUNet_results
+
+    from nnunet_cmcl.study.experiment import (evaluate_missing_modalities, execute, missing_runs, missing_subsets,
+                                              plan_experiment, report_experiment)
+    from nnunet_cmcl.study.ledger import keep_run, restore_runs
 
     _step("1/4 data: the study dataset and the unlabeled pool")
     study, pool = write_data(preset)
@@ -226,26 +234,36 @@ def run_study(preset: Preset | str, workdir: str, device: str = "cpu", report_on
     _step(f"3/4 training: {len(preset.arms)} arms at {', '.join(map(str, preset.labeled))} labeled cases "
           f"({per_seed} runs a seed) x {len(preset.train_seeds)} seeds, and the pretrainings")
     arms = list(preset.arms)
-    name, runs = run_experiment(study, preset.configuration, STUDY_PLANS, [0], None, 0, arms, device,
-                                list(preset.train_seeds), list(preset.labeled), pool, f"study {preset.name}",
-                                preset.labels_per_seed)
-    _step("4/4 validation under every subset of absent modalities, then the report")
+    name, runs = plan_experiment(study, preset.configuration, STUDY_PLANS, [0], None, 0, arms,
+                                 list(preset.train_seeds), list(preset.labeled), pool, preset.labels_per_seed)
     # the first seed only: the other seeds would triple the cost and the table already has their noise floor
-    seeds = list(preset.train_seeds[:1])
-    missing = evaluate_missing_modalities(name, preset.configuration, STUDY_PLANS, runs,
-                                          missing_subsets(study, list(preset.absent)), device, seeds)
+    seeds, subsets = list(preset.train_seeds[:1]), missing_subsets(study, list(preset.absent))
+    without_modalities = missing_runs(runs, seeds)
+    if ledger:
+        restored = restore_runs(runs, ledger)
+        _step(f"ledger {ledger}: {len(restored)} finished run(s) restored, each finished run is kept there")
+
+    def keep(run):  # validated without modalities while its weights are here: a kept run has none
+        if run in without_modalities:
+            evaluate_missing_modalities(name, preset.configuration, STUDY_PLANS, [run], subsets, device)
+        keep_run(run, ledger)
+
+    execute(runs, study, preset.configuration, STUDY_PLANS, device, join(str(nnUNet_results), name, "cmcl_logs"),
+            f"study {preset.name}", keep if ledger else None)
+    _step("4/4 validation under every subset of absent modalities, then the report")
+    missing = evaluate_missing_modalities(name, preset.configuration, STUDY_PLANS, runs, subsets, device, seeds)
     text = report_experiment(name, preset.configuration, STUDY_PLANS, runs, arms, f"preset_{preset.name}", missing,
                              seeds)
     _step(f"done in {time.time() - start:.0f} s")
     return text
 
 
-def report_finished(preset: Preset) -> str:
+def report_finished(preset: Preset, ledger: str | None = None) -> str:
     """The report of the preset's study so far, written to its own folder (``preset_<name>_partial``), while the
     study runs or between its parts: of each label regime, the seeds whose runs have all finished (every arm is
     paired with the first arm seed by seed, so a seed some arm has not finished is left out whole); no
     missing-modality conditions (the study validates them last). Refused before the study has its data or one
-    such seed."""
+    such seed. ``ledger``: its kept runs are restored into the workdir first."""
     from batchgenerators.utilities.file_and_folder_operations import isfile, join
     from nnunetv2.paths import nnUNet_preprocessed
 
@@ -260,6 +278,10 @@ def report_finished(preset: Preset) -> str:
     name, runs = plan_experiment(study, preset.configuration, STUDY_PLANS, [0], None, 0, arms,
                                  list(preset.train_seeds), list(preset.labeled), dataset_name(preset.pool_id),
                                  preset.labels_per_seed)
+    if ledger:
+        from nnunet_cmcl.study.ledger import restore_runs
+
+        restore_runs(runs, ledger)
     segmentation = [r for r in runs if r.kind == "segmentation"]
     finished = [r for r in segmentation if isfile(r.done_file)]
     unfinished = {(r.n_labeled, r.seed) for r in segmentation if not isfile(r.done_file)}
@@ -267,11 +289,22 @@ def report_finished(preset: Preset) -> str:
     if not complete:
         raise CMCLInputError(f"no label regime has all its runs of one seed finished yet ({len(finished)} of "
                              f"{len(segmentation)} runs): let `{command}` run longer")
-    text = report_experiment(name, preset.configuration, STUDY_PLANS, complete, arms, f"preset_{preset.name}_partial")
+    text = report_experiment(name, preset.configuration, STUDY_PLANS, complete, arms_with_runs(arms, complete),
+                             f"preset_{preset.name}_partial")
     seeds = sorted({(r.n_labeled, r.seed) for r in complete})
     return (f"partial: {len(finished)} of {len(segmentation)} segmentation runs finished; reported: {len(complete)}, "
             f"the seeds every arm has finished ({', '.join(f'{n} labeled seed {s}' for n, s in seeds)}); no "
             f"missing-modality conditions yet\n{text}")
+
+
+def arms_with_runs(arms: list[Arm], runs: list) -> list[Arm]:
+    """The arms that have runs among ``runs``, in order; an arm whose control has none is paired with the first
+    arm only (a partial report, before the regime where the control trains has finished)."""
+    from dataclasses import replace
+
+    present = {r.arm for r in runs}
+    kept = [a for a in arms if a.label in present]
+    return [a if a.control is None or a.control in present else replace(a, control=None) for a in kept]
 
 
 # the fine-tuning schedule is nnU-Net's own (no warm-up): nnU-Net's trainer is every pretrained arm's control

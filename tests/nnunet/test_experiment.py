@@ -1,9 +1,11 @@
 """The study through nnU-Net's commands, as the preset runs it at a tiny size: an unlabeled pool prepared with the
 study's plans, seeded repeats of every run, arms, per-fold pretraining, validation without each modality, the
 report; and that a training seed reproduces a run exactly on the CPU."""
+import glob
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -23,19 +25,27 @@ preset = Preset("tiny", dataset_id=972, pool_id=973, shape=(16, 20, 16), train_c
                 configuration="2d", batch_size=4, labeled=(2,), train_seeds=(0, 1),
                 arms=(Arm("nnU-Net", "{BASELINE}"), Arm("CMCL", "{FINETUNER}", "{PRETRAINER}")), absent=("T2",),
                 labels_per_seed=True)
-print(run_study(preset, WORKDIR))
+print(run_study(preset, WORKDIR, ledger=LEDGER))
 """
+
+
+def _script(workdir: str, ledger: str | None, script: str = TINY) -> str:
+    return script.replace("WORKDIR", repr(workdir)).replace("LEDGER", repr(ledger))
+
+
+def _ledger(workdir: str) -> str:
+    return workdir.rstrip("/") + "_ledger"
 
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory) -> tuple[dict, str]:
     """The tiny study's nnU-Net environment and its output, batches drawn in the main process
     (nnUNet_n_proc_DA=0), where a seed fixes everything."""
-    workdir = str(tmp_path_factory.mktemp("study"))
+    workdir = str(tmp_path_factory.mktemp("study"))  # its ledger beside it: _ledger
     env = {**os.environ, "nnUNet_extTrainer": EXT_TRAINERS, "nnUNet_n_proc_DA": "0", "nnUNet_def_n_proc": "1",
            "OMP_NUM_THREADS": "2", "nnUNet_CMCL_progress_interval": "2",
            **{k: join(workdir, k) for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}}
-    proc = subprocess.run([sys.executable, "-c", TINY.replace("WORKDIR", repr(workdir))], env=env,
+    proc = subprocess.run([sys.executable, "-c", _script(workdir, _ledger(workdir))], env=env,
                           capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return env, proc.stdout
@@ -148,15 +158,17 @@ def test_a_rerun_skips_what_finished_and_a_baseline_without_seeds_is_refused(stu
 
 def test_a_workdir_of_another_preset_version_is_refused_before_any_run(study):
     env, _ = study
-    rerun = TINY.replace("batch_size=4", "batch_size=5").replace("WORKDIR", repr(os.path.dirname(env["nnUNet_raw"])))
+    workdir = os.path.dirname(env["nnUNet_raw"])
+    rerun = _script(workdir, _ledger(workdir), TINY.replace("batch_size=4", "batch_size=5"))
     proc = subprocess.run([sys.executable, "-c", rerun], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0 and "batch 4, the preset 'tiny' uses 5" in proc.stderr
     assert "give a new --workdir" in proc.stderr and "3/4 training" not in proc.stdout
 
 
 def _rerun(env: dict) -> subprocess.CompletedProcess:
-    rerun = TINY.replace("WORKDIR", repr(os.path.dirname(env["nnUNet_raw"])))
-    return subprocess.run([sys.executable, "-c", rerun], env=env, capture_output=True, text=True, timeout=300)
+    workdir = os.path.dirname(env["nnUNet_raw"])
+    return subprocess.run([sys.executable, "-c", _script(workdir, _ledger(workdir))], env=env, capture_output=True,
+                          text=True, timeout=300)
 
 
 def test_a_finished_run_of_other_settings_is_refused_not_skipped(study):
@@ -190,9 +202,9 @@ def test_a_workdir_of_an_earlier_plans_version_is_refused(study):
 
 
 def _report_only(env: dict, workdir: str) -> subprocess.CompletedProcess:
-    script = TINY.replace("run_study(preset, WORKDIR)", "run_study(preset, WORKDIR, report_only=True)")
-    return subprocess.run([sys.executable, "-c", script.replace("WORKDIR", repr(workdir))], env=env,
-                          capture_output=True, text=True, timeout=300)
+    # without the ledger, which would restore what the test hides
+    script = _script(workdir, None, TINY.replace("ledger=LEDGER)", "ledger=LEDGER, report_only=True)"))
+    return subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
 
 
 def test_a_partial_report_covers_the_finished_runs_and_trains_nothing(study, tmp_path):
@@ -219,6 +231,47 @@ def test_a_partial_report_covers_the_finished_runs_and_trains_nothing(study, tmp
     empty = _report_only({**env, **{k: str(tmp_path / k) for k in ("nnUNet_raw", "nnUNet_preprocessed",
                                                                     "nnUNet_results")}}, str(tmp_path))
     assert empty.returncode != 0 and "no study of the preset 'tiny' in this workdir yet" in empty.stderr
+
+
+def test_a_study_goes_on_in_a_new_workdir_from_its_ledger_and_refuses_a_run_of_other_cases(study, tmp_path):
+    env, _ = study
+    ledger = _ledger(os.path.dirname(env["nnUNet_raw"]))
+    kept = sorted(os.path.dirname(os.path.dirname(p)) for p in glob.glob(join(ledger, "**", "validation",
+                                                                             "summary.json"), recursive=True))
+    assert len(kept) == 4 and not glob.glob(join(ledger, "**", "*.pth"), recursive=True)  # no weights, no pretraining
+    for folder in kept:
+        names = os.listdir(folder)
+        assert {"cmcl_curves.json", "cmcl_fold.json", "cmcl_settings.json", "debug.json"} <= set(names)
+        assert any(n.startswith("training_log_") for n in names)
+    # the first seed's models were validated without T2 before they were kept, the second seed's are not
+    assert len(glob.glob(join(ledger, "**", "validation_missing_T2", "summary.json"), recursive=True)) == 2
+
+    fresh = str(tmp_path / "fresh")  # as on another machine: a new workdir and the ledger
+    fresh_env = {**env, **{k: join(fresh, k) for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}}
+    proc = subprocess.run([sys.executable, "-c", _script(fresh, ledger)], env=fresh_env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "4 finished run(s) restored" in proc.stdout and "running (log" not in proc.stdout
+    assert proc.stdout.count("not needed (every run from it has finished), skipped") == 2
+    assert not glob.glob(join(fresh, "**", "*.pth"), recursive=True)  # nothing was trained again
+    reports = [join(e["nnUNet_results"], STUDY, "cmcl_studies", f"preset_tiny__{PLANS}__2d") for e in (env, fresh_env)]
+    assert open(join(reports[0], "study.csv")).read() == open(join(reports[1], "study.csv")).read()
+    before, after = (json.load(open(join(r, "study.json"))) for r in reports)
+    assert before["rows"] == after["rows"] and before["missing_modality"] == after["missing_modality"]
+
+    # a kept run whose fold holds other cases (another seed's, another data version's) is not restored
+    other = str(tmp_path / "other_ledger")
+    shutil.copytree(ledger, other)
+    fold_file = join(kept[0].replace(ledger, other, 1), "cmcl_fold.json")
+    entry = json.load(open(fold_file))
+    entry["train"] = entry["train"][::-1][:1] + entry["val"][:1]
+    json.dump(entry, open(fold_file, "w"))
+    summary = join(kept[0].replace(ledger, fresh_env["nnUNet_results"], 1), "validation", "summary.json")
+    os.remove(summary)
+    proc = subprocess.run([sys.executable, "-c", _script(fresh, other)], env=fresh_env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode != 0 and "was trained on other cases than fold" in proc.stderr
+    assert "running (log" not in proc.stdout and not os.path.exists(summary)
 
 
 def test_missing_modality_evaluation_finds_the_plugins_trainers(monkeypatch, tmp_path):

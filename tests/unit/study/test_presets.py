@@ -54,3 +54,17 @@ def test_the_command_line_offers_every_preset_and_gpu():
     study = build_parser()._subparsers._group_actions[0].choices["study"]
     preset = next(a for a in study._actions if a.dest == "preset")
     assert set(preset.choices) == set(PRESETS) | {"gpu"}
+
+
+def test_a_partial_report_leaves_out_arms_without_runs_and_controls_without_runs():
+    from types import SimpleNamespace
+
+    from nnunet_cmcl.study.preset import arms_with_runs
+
+    arms = list(PRESETS["cpu"].arms)  # the dropout arms train at all labels only
+    runs = [SimpleNamespace(arm=a.label) for a in arms if not a.labeled or 2 in a.labeled]
+    kept = arms_with_runs(arms, runs)
+    assert [a.label for a in kept] == ["nnU-Net", "CMCL", "reconstruction", "CMCL + reconstruction"]
+    control = next(a for a in arms if a.control)
+    assert arms_with_runs(arms, runs + [SimpleNamespace(arm=control.label)])[-1].control is None
+    assert arms_with_runs(arms, [SimpleNamespace(arm=a.label) for a in arms]) == arms
