@@ -10,7 +10,7 @@ from nnunetv2.run.load_pretrained_weights import load_pretrained_weights
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-TRAINER = "nnUNetTrainerCMCL_test"  # tests/ext_trainers: 3 epochs x 30 iterations, 6 validation iterations
+TRAINER = "nnUNetTrainerCMCL_test"  # tests/ext_trainers: 2 epochs x 30 iterations, 6 validation iterations
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ def test_checkpoint_loads_into_stock_network_with_nnunets_loader(fold_folder, ph
     for key, value in network.encoder.state_dict().items():
         assert torch.equal(value, checkpoint["network_weights"][f"encoder.{key}"])
     assert all(torch.isfinite(v).all() for v in checkpoint["network_weights"].values())
-    assert checkpoint["trainer_name"] == TRAINER and checkpoint["current_epoch"] == 3
+    assert checkpoint["trainer_name"] == TRAINER and checkpoint["current_epoch"] == 2
 
 
 def test_retrieval_rises_well_above_chance(fold_folder):
@@ -53,10 +53,11 @@ def test_retrieval_rises_well_above_chance(fold_folder):
     losses = logged["train_losses"]
     print(f"\nCMCL e2e: train loss {np.round(losses, 3).tolist()}, global top-1 {np.round(global_, 3).tolist()}, "
           f"dense top-1 {np.round(dense, 3).tolist()}")
-    assert len(dense) == len(global_) == 3
+    assert len(dense) == len(global_) == 2
     # dense keys: all 27 locations of the own patch and of the other-case patch of the batch -> chance <= 1/27.
     # Mirrored views and locations inside the image took away matching by position and by the padding's outline:
-    # 90 steps reached 0.29 (200 steps: 0.53 with flipped views aligned, 0.25-0.33 before; 0.73-0.94 with those
+    # 30 steps reached 0.29 and 60 steps 0.40 with flipped views aligned (200 steps: 0.53; 0.25-0.33 before the
+    # alignment; 0.73-0.94 with those
     # shortcuts open)
     assert max(dense) > 5 / 27
     # the default has no global term, hence no global retrieval to measure (tests/nnunet/test_trainer.py trains the term)
