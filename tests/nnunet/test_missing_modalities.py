@@ -15,7 +15,7 @@ from conftest import nnunet_env, plan_and_preprocess, run
 from nnunet_cmcl.data.synthetic import write_phantom_dataset
 
 DATASET, TRAINER = "Dataset531_Missing", "nnUNetTrainerSeeded_modalityDropout_smoke"
-NO_DROPOUT = "nnUNetTrainerSeeded_smoke"  # a test trainer without the mixin
+NO_DROPOUT = "nnUNetTrainerSeeded_smoke"  # a test trainer without the modality-dropout mixin
 SUBSETS = ("T1", "T2", "FLAIR", "T1+T2", "T1+FLAIR", "T2+FLAIR")
 
 
