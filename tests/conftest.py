@@ -81,11 +81,11 @@ def plan_and_preprocess(dataset_id: int, env: dict, configurations: tuple[str, .
 
 @pytest.fixture(scope="session")
 def phantom_env(tmp_path_factory) -> dict:
-    """A preprocessed 2-modality phantom dataset 501 (8 cases of 40^3): nnU-Net env to use it."""
+    """A preprocessed 2-modality phantom dataset 501 (8 cases of 32^3): nnU-Net env to use it."""
     from nnunet_cmcl.data.synthetic import write_phantom_dataset
 
     env = nnunet_env(str(tmp_path_factory.mktemp("nnunet")))
-    write_phantom_dataset(env["nnUNet_raw"], 501, num_cases=8, shape=(40, 40, 40), seed=0)
+    write_phantom_dataset(env["nnUNet_raw"], 501, num_cases=8, shape=(32, 32, 32), seed=0)
     plan_and_preprocess(501, env)
     return env
 

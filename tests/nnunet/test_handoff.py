@@ -14,7 +14,7 @@ from nnunet_cmcl.data.synthetic import write_phantom_dataset
 from nnunet_cmcl.transfer.handoff import build_target_network
 
 
-N_ENCODER = 64  # tensors under encoder. in the 4-stage PlainConvUNet nnU-Net plans for the 40^3 phantoms
+N_ENCODER = 64  # tensors under encoder. in the 4-stage PlainConvUNet nnU-Net plans for the 32^3 phantoms
 
 
 @pytest.fixture(scope="module")
