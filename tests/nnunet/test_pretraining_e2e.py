@@ -54,11 +54,12 @@ def test_retrieval_rises_well_above_chance(fold_folder):
     print(f"\nCMCL e2e: train loss {np.round(losses, 3).tolist()}, global top-1 {np.round(global_, 3).tolist()}, "
           f"dense top-1 {np.round(dense, 3).tolist()}")
     assert len(dense) == len(global_) == 2
-    # dense keys: all 8 bottleneck locations (a 3^3 grid of the 24^3 view of the 32^3 patch) of the own patch and
-    # of the other-case patch of the batch -> chance <= 1/8. Mirrored views and locations inside the image took
-    # away matching by position and by the padding's outline: 30 steps reached 0.42 and 60 steps 0.55 on this
-    # phantom (on a 40^3 phantom, 27 locations: 0.16-0.29 and 0.22-0.40; 0.73-0.94 with those shortcuts open)
-    assert max(dense) > 3 / 8
+    # dense keys: the 8 locations the views' overlap offers on the 3^3 bottleneck (24^3 views of the 32^3 patch), of
+    # the own patch and of the other-case patch of the batch -> chance <= 1/8. Mirrored views and locations inside
+    # the image took away matching by position and by the padding's outline: 30 steps reached 0.42 and 60 steps
+    # 0.55 on this phantom, one run (on a 40^3 phantom, 27 locations: 0.16-0.29 and 0.22-0.40 over two runs, so a
+    # run's value varies much; 0.73-0.94 with those shortcuts open). The bound is twice the chance.
+    assert max(dense) > 2 / 8
     # the default has no global term, hence no global retrieval to measure (tests/nnunet/test_trainer.py trains the term)
     assert all(np.isnan(global_))
     assert losses[-1] < losses[0]
