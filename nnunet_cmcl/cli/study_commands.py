@@ -83,33 +83,35 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def add_study(sub) -> None:
     p = sub.add_parser("study", help="the whole study as a preset: 'cpu' on the BraTS-like built-in data "
-                                     "(docs/brats.md; about 15 h on 2 cores), 'tissue' on the brain tissue data "
-                                     "(about 2.5 h), "
+                                     "(docs/brats.md; about 15 h on 2 cores), 'cpu-defaults' the method's defaults "
+                                     "against their alternatives on the same data and workdir (docs/method.md), "
+                                     "'tissue' on the brain tissue data (about 2.5 h), "
                                      "'gpu' on your dataset with nnU-Net's budgets (resumable)")
-    p.add_argument("--preset", required=True, choices=("cpu", "tissue", "gpu"))
-    p.add_argument("--workdir", default="cmcl_study", help="cpu, tissue: folder for nnU-Net's data and results")
+    p.add_argument("--preset", required=True, choices=("cpu", "cpu-defaults", "tissue", "gpu"))
+    p.add_argument("--workdir", default="cmcl_study", help="built-in presets: folder for nnU-Net's data and results")
     p.add_argument("--report-only", action="store_true",
-                   help="cpu, tissue: train nothing, report the runs finished so far (also while the study runs)")
+                   help="built-in presets: train nothing, report the runs finished so far (also while the study "
+                        "runs)")
     p.add_argument("--ledger", default=None, metavar="FOLDER",
-                   help="cpu, tissue: keep each finished run's results (small files, no weights) in FOLDER and "
+                   help="built-in presets: keep each finished run's results (small files, no weights) in FOLDER and "
                         "restore them from there into the workdir, so the study goes on in a new workdir or on "
                         "another machine (e.g. FOLDER in git)")
     p.add_argument("-d", default=None, help="gpu: dataset name or id (planned and preprocessed)")
     p.add_argument("-c", default="3d_fullres", help="gpu: configuration (default 3d_fullres)")
     p.add_argument("-p", default="nnUNetPlans", help="gpu: plans identifier (default nnUNetPlans)")
-    device_argument(p, None, ("cpu", "cuda"), "default: cpu for 'cpu' and 'tissue', cuda for 'gpu'")
+    device_argument(p, None, ("cpu", "cuda"), "default: cpu for the built-in presets, cuda for 'gpu'")
     p.set_defaults(func=_cmd_study)
 
 
 def _cmd_study(args: argparse.Namespace) -> int:
-    if args.preset in ("cpu", "tissue"):
+    if args.preset != "gpu":
         from nnunet_cmcl.study.preset import run_study
 
         print(run_study(args.preset, args.workdir, args.device or "cpu", args.report_only, args.ledger))
         return 0
     for flag, given in (("--report-only", args.report_only), ("--ledger", args.ledger)):
         if given:
-            raise CMCLInputError(f"{flag} is for the built-in presets (cpu, tissue), not --preset gpu")
+            raise CMCLInputError(f"{flag} is for the built-in presets (cpu, cpu-defaults, tissue), not --preset gpu")
     if args.d is None:
         raise CMCLInputError("--preset gpu runs on your dataset: give it with -d (planned and preprocessed)")
     check_paths("experiment")

@@ -271,8 +271,9 @@ def _check_settings(n_bootstrap, rng_seed) -> None:
 def study_statistics(records: list[dict], baseline_arm: str, n_bootstrap: int = 10000, rng_seed: int = 0,
                      controls: dict[str, str] | None = None) -> dict:
     """Per label regime, class and arm: mean Dice with CI, and paired differences to the baseline arm (see the
-    module docstring); an A/A row per regime and class gives the noise floor. ``controls`` maps an arm to its
-    schedule-matched control arm: a row of kind 'control' pairs the two the same way."""
+    module docstring); an A/A row per regime and class gives the noise floor. ``controls`` maps an arm to the arm
+    it is also paired with (its schedule-matched control, or the default it is an alternative to): a row of kind
+    'control' pairs the two the same way."""
     _check_settings(n_bootstrap, rng_seed)
     controls = dict(controls or {})
     if not records:
@@ -313,7 +314,7 @@ def definitions() -> dict[str, str]:
     return {"unit": "(source fold, seed, validation case): what the arms are paired on",
             "mean Dice": "mean over seeds of the arm's mean over cases; the arm's NaN Dice values left out "
                          "(n_dice_nan)",
-            "diff": "arm - baseline per unit (rows 'vs control': arm - its schedule-matched control), mean over "
+            "diff": "arm - baseline per unit (rows 'vs control': arm - the arm it is paired with), mean over "
                     "seeds of the per-seed mean; NaN pairs dropped (n_nan_dropped)",
             "ci": "95% hierarchical percentile bootstrap: seeds resampled, then cases within each drawn seed",
             "per-seed diffs": "the mean difference of each training seed alone",

@@ -120,8 +120,9 @@ def _regime_section(result: dict, regime: dict, class_names: dict) -> list[str]:
     for key in [MEAN] + regime["classes"]:
         lines += ["", f"### {_name(class_names, key)}", "", _table(result, regime["n_labeled"], key)]
         if _rows_of(result, regime["n_labeled"], key, ("control",)):
-            lines += ["", f"Against the schedule-matched control ({_name(class_names, key)}): what the pretrained "
-                          f"weights do, the schedule being the same", "",
+            lines += ["", f"Paired with another arm ({_name(class_names, key)}): a pretrained arm against its "
+                          f"schedule-matched control (what the pretrained weights do), an alternative against the "
+                          f"default it would replace (what the change does)", "",
                       _table(result, regime["n_labeled"], key, ("control",), "control")]
     return lines + [""]
 

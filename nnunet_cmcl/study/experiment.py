@@ -168,19 +168,28 @@ def run_experiment(dataset: str, configuration: str, plans: str, folds: list[int
     return name, runs
 
 
-def missing_runs(runs: list[Run], seeds: list | None) -> list[Run]:
-    """The segmentation runs validated without each modality: the all-labels regime, of ``seeds`` (None: all)."""
+def missing_runs(runs: list[Run], seeds: list | None, arms: tuple[str, ...] = ()) -> list[Run]:
+    """The segmentation runs validated without each modality: the all-labels regime, of ``seeds`` (None: all), of
+    the arms labelled ``arms`` (empty: all)."""
     segmentation = [r for r in runs if r.kind == "segmentation"]
     largest = max((r.n_labeled for r in segmentation), default=0)
-    return [r for r in segmentation if r.n_labeled == largest and (seeds is None or r.seed in seeds)]
+    return [r for r in segmentation if r.n_labeled == largest and (seeds is None or r.seed in seeds)
+            and (not arms or r.arm in arms)]
+
+
+def pairs_among(controls: dict[str, str], arms: set[str]) -> dict[str, str]:
+    """The pairs of ``controls`` (arm -> the arm it is paired with) whose two arms are both among ``arms``: those
+    the runs validated without modalities can pair."""
+    return {arm: other for arm, other in controls.items() if arm in arms and other in arms}
 
 
 def report_experiment(name: str, configuration: str, plans: str, runs: list[Run], arms: list[Arm],
                       study: str = "experiment", missing: dict[str, str] | None = None,
-                      missing_seeds: list | None = None) -> str:
+                      missing_seeds: list | None = None, missing_arms: tuple[str, ...] = ()) -> str:
     """Statistics, tables and plots of the study's segmentation runs against the first arm, written to
     <results>/<dataset>/cmcl_studies/<study>__<plans>__<configuration>/; returns the console text.
-    ``missing`` maps a condition name (e.g. 'missing T2') to the validation folder evaluated without it."""
+    ``missing`` maps a condition name (e.g. 'missing T2') to the validation folder evaluated without it, for the
+    runs of ``missing_seeds`` and ``missing_arms`` (``missing_runs``)."""
     from nnunet_cmcl.evaluation.compare import class_names
     from nnunet_cmcl.evaluation.stats import learning_curves, load_records, study_statistics
     from nnunet_cmcl.evaluation.study_report import format_study_table, write_study_report
@@ -195,7 +204,7 @@ def report_experiment(name: str, configuration: str, plans: str, runs: list[Run]
     if missing:
         from nnunet_cmcl.evaluation.missing_report import ALL_MODALITIES, mean_over_conditions
 
-        at_all_labels = [r.record() for r in missing_runs(runs, missing_seeds)]
+        at_all_labels = [r.record() for r in missing_runs(runs, missing_seeds, missing_arms)]
         chosen = {(r["trainer"], r["fold"]) for r in at_all_labels}
         by_condition = {ALL_MODALITIES: study_statistics(
             [r for r in records if (r["trainer"], r["fold"]) in chosen], arms[0].label)}
@@ -203,7 +212,8 @@ def report_experiment(name: str, configuration: str, plans: str, runs: list[Run]
         for condition, condition_records in absent.items():
             by_condition[condition] = study_statistics(condition_records, arms[0].label)
         if len(absent) > 1:  # one condition is its own mean; each arm also against its control (dropout's)
-            over_conditions = study_statistics(mean_over_conditions(absent), arms[0].label, controls=controls)
+            over_conditions = study_statistics(mean_over_conditions(absent), arms[0].label,
+                                               controls=pairs_among(controls, {r["arm"] for r in at_all_labels}))
     output = join(results, "cmcl_studies", f"{study}__{plans}__{configuration}")
     paths = write_study_report(result, output, names, learning_curves(results, plans, configuration, segmentation),
                                by_condition, finished_durations(runs), over_conditions)
@@ -242,10 +252,10 @@ def missing_subsets(dataset: str, modalities: list[str]) -> list[tuple[str, ...]
 
 def evaluate_missing_modalities(name: str, configuration: str, plans: str, runs: list[Run],
                                 modalities: list[str] | list[tuple[str, ...]], device: str,
-                                seeds: list | None = None) -> dict[str, str]:
-    """Every segmentation run of the all-labels regime (of ``seeds``; None: all) validated once per absent
-    condition: a modality name alone, or a tuple of modalities absent together; those done are skipped (also a
-    run restored from a study's ledger with its summaries). Returns
+                                seeds: list | None = None, arms: tuple[str, ...] = ()) -> dict[str, str]:
+    """Every segmentation run of the all-labels regime (of ``seeds``, None: all; of ``arms``, empty: all)
+    validated once per absent condition: a modality name alone, or a tuple of modalities absent together; those
+    done are skipped (also a run restored from a study's ledger with its summaries). Returns
     {'missing <A>' or 'missing <A>+<B>': validation folder name} for report_experiment."""
     from nnunet_cmcl.evaluation.missing import (SEPARATOR, checked_subset, evaluate_missing_subsets,
                                                 modality_channels, validation_folder)
@@ -253,7 +263,7 @@ def evaluate_missing_modalities(name: str, configuration: str, plans: str, runs:
     known = modality_channels(load_json(join(nnUNet_preprocessed, name, "dataset.json"))["channel_names"])
     # in channel order, as evaluate_missing_subsets names the folders; checked before the first evaluation
     subsets = list(dict.fromkeys(checked_subset(known, [m] if isinstance(m, str) else m, name) for m in modalities))
-    chosen = missing_runs(runs, seeds)
+    chosen = missing_runs(runs, seeds, arms)
     for i, run in enumerate(chosen, 1):
         restored = not isfile(join(run.fold_folder, "checkpoint_final.pth"))  # from a ledger, without weights
         if restored and all(isfile(join(run.fold_folder, validation_folder(s), "summary.json")) for s in subsets):

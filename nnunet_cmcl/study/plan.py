@@ -34,8 +34,9 @@ class Arm:
     label: str
     trainer: str
     pretrainer: str | None = None
-    # the label of the arm that trains this arm's schedule from random weights: the table pairs the two, so the
-    # difference is the pretrained weights' alone. None: the schedule is the baseline's (or there is no control)
+    # the label of the arm the table pairs this arm with besides the first: the one that trains its schedule from
+    # random weights (the difference is the pretrained weights' alone), or the default it is an alternative to (the
+    # difference is the change's). None: the first arm only
     control: str | None = None
     # the plans identifier the pretraining trains with, e.g. the plans `write_pretraining_plans` sized for its step
     # (a reconstructing step holds more than the vanilla one); None: the study's plans

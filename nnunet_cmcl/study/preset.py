@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from nnunet_cmcl.atomic import write_json_atomically
 from nnunet_cmcl.data.writers import channels_of
@@ -68,6 +68,9 @@ class Preset:
     absent: tuple[str, ...] = ("all",)
     # each training seed draws its own labeled subsets (plan.plan_runs), so the CIs cover which cases are labeled
     labels_per_seed: bool = False
+    # the arms whose all-labels runs are validated without modalities, the first arm among them (the report pairs
+    # every arm with it); empty: every arm
+    missing_arms: tuple[str, ...] = ()
 
     @property
     def modalities(self) -> tuple[str, ...]:
@@ -121,7 +124,25 @@ BRATS_ARMS = (Arm("nnU-Net", "nnUNetTrainerSeeded_brats_cpuPreset"),
 BRATS = Preset("cpu", dataset_id=974, pool_id=975, shape=(48, 56, 48), train_cases=16, val_cases=24, pool_cases=64,
                configuration="2d", batch_size=8, labeled=(2, 4, 16), train_seeds=(0, 1, 2), arms=BRATS_ARMS,
                data="brats", labels_per_seed=True)
-PRESETS = {"cpu": BRATS, "tissue": TISSUE}
+# the BraTS-like defaults decided by the rule of docs/method.md, written before these runs: each alternative paired
+# with the default it would replace (its ``control``), at the fewest labels and all, on the cpu preset's data, folds,
+# seeds and ledger, so the runs both presets hold (nnU-Net, CMCL, nnU-Net + dropout) train once. Only the dropout
+# arms are validated without modalities: the probability is decided there
+DEFAULTS_ARMS = (BRATS_ARMS[0], BRATS_ARMS[1],
+                 Arm("CMCL + global term", "nnUNetTrainerCMCLFinetune_fromGlobal_brats_cpuPreset",
+                     "nnUNetTrainerCMCL_global_brats_cpuPreset", "CMCL", labeled=FEWEST_AND_ALL),
+                 Arm("CMCL, bottleneck only", "nnUNetTrainerCMCLFinetune_fromBottleneck_brats_cpuPreset",
+                     "nnUNetTrainerCMCL_bottleneck_brats_cpuPreset", "CMCL", labeled=FEWEST_AND_ALL),
+                 Arm("CMCL, no full view", "nnUNetTrainerCMCLFinetune_fromNoFull_brats_cpuPreset",
+                     "nnUNetTrainerCMCL_noFull_brats_cpuPreset", "CMCL", labeled=FEWEST_AND_ALL),
+                 Arm("CMCL, warm-up", "nnUNetTrainerCMCLFinetune_warmup_brats_cpuPreset",
+                     "nnUNetTrainerCMCL_brats_cpuPreset", "CMCL", labeled=FEWEST_AND_ALL),
+                 BRATS_ARMS[4],
+                 Arm("nnU-Net + dropout 0.25", "nnUNetTrainerSeeded_modalityDropout_p25_brats_cpuPreset",
+                     control=BRATS_ARMS[4].label, labeled=ALL))
+DEFAULTS = replace(BRATS, name="cpu-defaults", arms=DEFAULTS_ARMS,
+                   missing_arms=(BRATS_ARMS[0].label, BRATS_ARMS[4].label, "nnU-Net + dropout 0.25"))
+PRESETS = {"cpu": BRATS, "cpu-defaults": DEFAULTS, "tissue": TISSUE}
 
 
 def _step(text: str) -> None:
@@ -238,7 +259,7 @@ def run_study(preset: Preset | str, workdir: str, device: str = "cpu", report_on
                                  list(preset.train_seeds), list(preset.labeled), pool, preset.labels_per_seed)
     # the first seed only: the other seeds would triple the cost and the table already has their noise floor
     seeds, subsets = list(preset.train_seeds[:1]), missing_subsets(study, list(preset.absent))
-    without_modalities = missing_runs(runs, seeds)
+    without_modalities = missing_runs(runs, seeds, preset.missing_arms)
     if ledger:
         restored = restore_runs(runs, ledger)
         _step(f"ledger {ledger}: {len(restored)} finished run(s) restored, each finished run is kept there")
@@ -251,9 +272,10 @@ def run_study(preset: Preset | str, workdir: str, device: str = "cpu", report_on
     execute(runs, study, preset.configuration, STUDY_PLANS, device, join(str(nnUNet_results), name, "cmcl_logs"),
             f"study {preset.name}", keep if ledger else None)
     _step("4/4 validation under every subset of absent modalities, then the report")
-    missing = evaluate_missing_modalities(name, preset.configuration, STUDY_PLANS, runs, subsets, device, seeds)
+    missing = evaluate_missing_modalities(name, preset.configuration, STUDY_PLANS, runs, subsets, device, seeds,
+                                          preset.missing_arms)
     text = report_experiment(name, preset.configuration, STUDY_PLANS, runs, arms, f"preset_{preset.name}", missing,
-                             seeds)
+                             seeds, preset.missing_arms)
     _step(f"done in {time.time() - start:.0f} s")
     return text
 
@@ -300,8 +322,6 @@ def report_finished(preset: Preset, ledger: str | None = None) -> str:
 def arms_with_runs(arms: list[Arm], runs: list) -> list[Arm]:
     """The arms that have runs among ``runs``, in order; an arm whose control has none is paired with the first
     arm only (a partial report, before the regime where the control trains has finished)."""
-    from dataclasses import replace
-
     present = {r.arm for r in runs}
     kept = [a for a in arms if a.label in present]
     return [a if a.control is None or a.control in present else replace(a, control=None) for a in kept]
@@ -318,8 +338,6 @@ def with_pretraining_plans(arms: list[Arm], dataset: str, configuration: str, pl
     """The arms, each pretraining with plans sized for its pretrainer's step (``write_pretraining_plans``, written
     next to ``plans``): a step that reconstructs through the decoder holds more than the vanilla step, so with
     the target plans it would not fit the GPU they were made for."""
-    from dataclasses import replace
-
     from batchgenerators.utilities.file_and_folder_operations import join, load_json
     from nnunetv2.paths import nnUNet_preprocessed
 

@@ -9,9 +9,11 @@ import torch
 
 from nnunet_cmcl.pretraining.dae import nnUNetTrainerCMCL_DAE, nnUNetTrainerCMCL_DAE_global, nnUNetTrainerCMCL_recon
 from nnunet_cmcl.pretraining.trainer import nnUNetTrainerCMCL
-from nnunet_cmcl.pretraining.variants import nnUNetTrainerCMCL_global
+from nnunet_cmcl.pretraining.variants import (nnUNetTrainerCMCL_bottleneck, nnUNetTrainerCMCL_global,
+                                               nnUNetTrainerCMCL_noFull)
 from nnunet_cmcl.seeding import nnUNetTrainerSeeded
 from nnunet_cmcl.transfer.finetune import nnUNetTrainerCMCLFinetune
+from nnunet_cmcl.transfer.finetune_variants import nnUNetTrainerCMCLFinetune_warmup
 from nnunet_cmcl.transfer.modality_dropout import (nnUNetTrainerCMCLFinetune_modalityDropout,
                                                    nnUNetTrainerSeeded_modalityDropout)
 
@@ -207,3 +209,43 @@ class nnUNetTrainerCMCL_recon_brats_cpuPreset(nnUNetTrainerCMCL_recon_cpuPreset)
 class nnUNetTrainerCMCL_DAE_brats_cpuPreset(nnUNetTrainerCMCL_DAE_cpuPreset):
     """The default CMCL + reconstruction with the BraTS-like pretraining budget."""
     overrides = BRATS_PRETRAINING_BUDGET
+
+
+# the alternatives the BraTS-like defaults are decided against (`study --preset cpu-defaults`, docs/method.md), each
+# beside the default it would replace, with the same budgets
+class nnUNetTrainerCMCL_global_brats_cpuPreset(nnUNetTrainerCMCL_global_cpuPreset):
+    """CMCL with the global term, the BraTS-like pretraining budget."""
+    overrides = BRATS_PRETRAINING_BUDGET
+
+
+class nnUNetTrainerCMCL_bottleneck_brats_cpuPreset(_CPUPresetPretraining, nnUNetTrainerCMCL_bottleneck):
+    """CMCL with the dense term on the bottleneck only, the BraTS-like pretraining budget."""
+    overrides = BRATS_PRETRAINING_BUDGET
+
+
+class nnUNetTrainerCMCL_noFull_brats_cpuPreset(_CPUPresetPretraining, nnUNetTrainerCMCL_noFull):
+    """CMCL without the full view, the BraTS-like pretraining budget."""
+    overrides = BRATS_PRETRAINING_BUDGET
+
+
+class nnUNetTrainerCMCLFinetune_fromGlobal_brats_cpuPreset(nnUNetTrainerCMCLFinetune_brats_cpuPreset):
+    """Fine-tuning from CMCL with the global term (its own results folder)."""
+
+
+class nnUNetTrainerCMCLFinetune_fromBottleneck_brats_cpuPreset(nnUNetTrainerCMCLFinetune_brats_cpuPreset):
+    """Fine-tuning from CMCL with the dense term on the bottleneck only (its own results folder)."""
+
+
+class nnUNetTrainerCMCLFinetune_fromNoFull_brats_cpuPreset(nnUNetTrainerCMCLFinetune_brats_cpuPreset):
+    """Fine-tuning from CMCL without the full view (its own results folder)."""
+
+
+class nnUNetTrainerCMCLFinetune_warmup_brats_cpuPreset(nnUNetTrainerCMCLFinetune_brats_cpuPreset):
+    """Fine-tuning from the default CMCL with nnUNetTrainerCMCLFinetune_warmup's linear warm-up, the BraTS-like
+    budget."""
+    overrides = {**BRATS_SEGMENTATION_BUDGET, **nnUNetTrainerCMCLFinetune_warmup.overrides}
+
+
+class nnUNetTrainerSeeded_modalityDropout_p25_brats_cpuPreset(nnUNetTrainerSeeded_modalityDropout_brats_cpuPreset):
+    """nnU-Net with modality dropout at probability 0.25, the BraTS-like budget."""
+    overrides = {**BRATS_SEGMENTATION_BUDGET, "modality_dropout_probability": 0.25}

@@ -63,3 +63,32 @@ def test_a_pretraining_trains_only_while_a_run_starting_from_it_is_unfinished(st
     os.makedirs(os.path.dirname(dependents[-1].done_file))
     open(dependents[-1].done_file, "w").close()
     assert not to_train(pretraining, runs)
+
+
+def test_arms_planned_again_beside_others_share_their_runs_and_the_splits(study, tmp_path):
+    """As `study --preset cpu-defaults` plans beside `--preset cpu`: the arms both hold are the same runs (fold
+    folders), the shared pretraining too, and the second planning adds no fold to the splits."""
+    first = plan_runs(NAME, "2d", "nnUNetPlans", [0], [0.25, 1.0], 0, ARMS, [0, 1], labels_per_seed=True)
+    splits = (tmp_path / "preprocessed" / NAME / "splits_final.json").read_text()
+    alternative = Arm("CMCL, warm-up", "nnUNetTrainerCMCLFinetune_warmup", "nnUNetTrainerCMCL", "CMCL", labeled=(8,))
+    second = plan_runs(NAME, "2d", "nnUNetPlans", [0], [0.25, 1.0], 0, ARMS[:2] + [alternative], [0, 1],
+                       labels_per_seed=True)
+    assert (tmp_path / "preprocessed" / NAME / "splits_final.json").read_text() == splits
+    shared = {(r.label, r.fold_folder) for r in first if r.arm in ("nnU-Net", "CMCL") or r.kind == "pretraining"}
+    assert shared == {(r.label, r.fold_folder) for r in second if r.arm != alternative.label}
+    cmcl = {(r.n_labeled, r.seed): r for r in second if r.arm == "CMCL"}
+    for run in (r for r in second if r.arm == alternative.label):  # same fold and checkpoint as the default's
+        assert (run.fold, run.pretrained) == (cmcl[(8, run.seed)].fold, cmcl[(8, run.seed)].pretrained)
+
+
+def test_the_runs_validated_without_modalities_are_the_all_labels_runs_of_the_seeds_and_arms_given(study):
+    from nnunet_cmcl.study.experiment import missing_runs, pairs_among
+
+    runs = plan_runs(NAME, "2d", "nnUNetPlans", [0], [0.25, 1.0], 0, ARMS, [0, 1], labels_per_seed=True)
+    assert {(r.arm, r.seed) for r in missing_runs(runs, [0])} == {(a.label, 0) for a in ARMS}
+    assert {r.n_labeled for r in missing_runs(runs, None)} == {8}
+    chosen = missing_runs(runs, None, ("nnU-Net", "CMCL + dropout"))
+    assert {(r.arm, r.seed) for r in chosen} == {(a, s) for a in ("nnU-Net", "CMCL + dropout") for s in (0, 1)}
+    # the report pairs an arm with its control there only where both were validated
+    controls = {"CMCL + dropout": "nnU-Net", "CMCL": "nnU-Net + dropout"}
+    assert pairs_among(controls, {r.arm for r in chosen}) == {"CMCL + dropout": "nnU-Net"}

@@ -35,9 +35,60 @@ def test_the_cpu_preset_runs_on_the_brats_data_with_every_arm_the_issue_names():
     assert len({str(sorted(b.items())) for b in budgets.values()}) == 1
 
 
-def test_presets_have_their_own_datasets():
-    ids = [i for p in PRESETS.values() for i in (p.dataset_id, p.pool_id)]
-    assert len(set(ids)) == len(ids)
+def test_presets_have_their_own_datasets_or_share_one_study_whole():
+    """cpu-defaults runs in the cpu preset's workdir: same data, folds, seeds and budgets, so the runs of the arms
+    both hold are one run. Any other pair of presets has datasets of its own."""
+    from dataclasses import asdict
+
+    def data(preset):
+        return {k: v for k, v in asdict(preset).items() if k not in ("name", "arms", "missing_arms")}
+
+    for a in PRESETS.values():
+        for b in PRESETS.values():
+            if a is not b and {a.dataset_id, a.pool_id} & {b.dataset_id, b.pool_id}:
+                assert data(a) == data(b), (a.name, b.name)
+                shared = {x.label for x in a.arms} & {x.label for x in b.arms}
+                assert {x for x in a.arms if x.label in shared} == {x for x in b.arms if x.label in shared}
+    assert PRESETS["cpu-defaults"].dataset_id == PRESETS["cpu"].dataset_id
+    assert PRESETS["tissue"].dataset_id not in (PRESETS["cpu"].dataset_id, PRESETS["cpu"].pool_id)
+
+
+def _changed(arm, arms):
+    """What an arm's trainers set otherwise than those of the arm it is paired with: {setting: (its, arm's)}."""
+    def settings(a):
+        trainer = find_trainer_class(a.trainer)
+        found = {k: getattr(trainer, k) for k in ("warmup_fraction", "modality_dropout_probability")
+                 if hasattr(trainer, k)}
+        found.update(trainer.overrides)  # applied over the class attributes when the trainer is made
+        if a.pretrainer:
+            pretrainer = find_trainer_class(a.pretrainer)
+            found.update({f"pre.{k}": v for k, v in {**pretrainer.overrides, **vars(pretrainer.cmcl_config)}.items()})
+        return found
+
+    base, alt = settings(arms[arm.control]), settings(arm)
+    return {k: (base.get(k), alt.get(k)) for k in set(base) | set(alt) if base.get(k) != alt.get(k)}
+
+
+def test_the_defaults_preset_pairs_each_alternative_with_the_default_it_would_replace():
+    """docs/method.md's rule: the global term, the dense stages, the full view, the fine-tuning warm-up and the
+    dropout probability, each changed alone against its default, with the same budgets."""
+    preset, cpu = PRESETS["cpu-defaults"], PRESETS["cpu"]
+    arms = {a.label: a for a in preset.arms}
+    assert preset.arms[0] == cpu.arms[0] and arms["CMCL"] in cpu.arms and arms["nnU-Net + dropout"] in cpu.arms
+    changes = {a.label: _changed(a, arms) for a in preset.arms if a.control}
+    assert changes == {
+        "CMCL + global term": {"pre.weight_global": (0.0, 1.0)},
+        "CMCL, bottleneck only": {"pre.dense_stages": (2, 0)},
+        "CMCL, no full view": {"pre.add_full_view": (True, False)},
+        "CMCL, warm-up": {"warmup_fraction": (0.0, 0.05)},
+        "nnU-Net + dropout 0.25": {"modality_dropout_probability": (0.1, 0.25)}}
+    # the pretraining alternatives fine-tune with their own trainer (results folder), the warm-up from CMCL's
+    # checkpoint; each at the fewest labels and all; the dropout probability where the absent modalities are
+    assert arms["CMCL, warm-up"].pretrainer == arms["CMCL"].pretrainer
+    assert len({a.trainer for a in preset.arms}) == len(preset.arms)
+    assert {a.labeled for a in preset.arms if a.control} == {(2, 16), (16,)}
+    assert preset.missing_arms[0] == preset.arms[0].label
+    assert set(preset.missing_arms) == {"nnU-Net", "nnU-Net + dropout", "nnU-Net + dropout 0.25"}
 
 
 def test_the_demo_names_the_preset_that_studies_its_data():

@@ -1,0 +1,1 @@
+from nnunet_cmcl.study.preset_trainers import nnUNetTrainerCMCLFinetune_warmup_brats_cpuPreset  # noqa: F401  (found by nnU-Net through nnUNet_extTrainer)
