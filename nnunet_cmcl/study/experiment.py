@@ -185,11 +185,13 @@ def pairs_among(controls: dict[str, str], arms: set[str]) -> dict[str, str]:
 
 def report_experiment(name: str, configuration: str, plans: str, runs: list[Run], arms: list[Arm],
                       study: str = "experiment", missing: dict[str, str] | None = None,
-                      missing_seeds: list | None = None, missing_arms: tuple[str, ...] = ()) -> str:
+                      missing_seeds: list | None = None, missing_arms: tuple[str, ...] = (),
+                      decide: bool = False) -> str:
     """Statistics, tables and plots of the study's segmentation runs against the first arm, written to
     <results>/<dataset>/cmcl_studies/<study>__<plans>__<configuration>/; returns the console text.
     ``missing`` maps a condition name (e.g. 'missing T2') to the validation folder evaluated without it, for the
-    runs of ``missing_seeds`` and ``missing_arms`` (``missing_runs``)."""
+    runs of ``missing_seeds`` and ``missing_arms`` (``missing_runs``). ``decide``: the defaults rule applied to
+    the arms paired with another (evaluation/decision.py), into decisions.md beside the report."""
     from nnunet_cmcl.evaluation.compare import class_names
     from nnunet_cmcl.evaluation.stats import learning_curves, load_records, study_statistics
     from nnunet_cmcl.evaluation.study_report import format_study_table, write_study_report
@@ -217,7 +219,14 @@ def report_experiment(name: str, configuration: str, plans: str, runs: list[Run]
     output = join(results, "cmcl_studies", f"{study}__{plans}__{configuration}")
     paths = write_study_report(result, output, names, learning_curves(results, plans, configuration, segmentation),
                                by_condition, finished_durations(runs), over_conditions)
-    return format_study_table(result, names) + f"\nwritten: {', '.join(paths.values())}"
+    text = format_study_table(result, names)
+    if decide:
+        from nnunet_cmcl.evaluation.decision import decide_defaults, decisions_markdown, write_decisions
+
+        decisions = decide_defaults(result, over_conditions, names)
+        paths["decisions"] = write_decisions(decisions, output)
+        text += "\n\n" + decisions_markdown(decisions)
+    return text + f"\nwritten: {', '.join(paths.values())}"
 
 
 def check_modalities(dataset: str, modalities: list[str]) -> None:

@@ -71,6 +71,8 @@ class Preset:
     # the arms whose all-labels runs are validated without modalities, the first arm among them (the report pairs
     # every arm with it); empty: every arm
     missing_arms: tuple[str, ...] = ()
+    # the report applies the defaults rule of docs/method.md to the arms paired with another (decisions.md)
+    decides_defaults: bool = False
 
     @property
     def modalities(self) -> tuple[str, ...]:
@@ -141,7 +143,8 @@ DEFAULTS_ARMS = (BRATS_ARMS[0], BRATS_ARMS[1],
                  Arm("nnU-Net + dropout 0.25", "nnUNetTrainerSeeded_modalityDropout_p25_brats_cpuPreset",
                      control=BRATS_ARMS[4].label, labeled=ALL))
 DEFAULTS = replace(BRATS, name="cpu-defaults", arms=DEFAULTS_ARMS,
-                   missing_arms=(BRATS_ARMS[0].label, BRATS_ARMS[4].label, "nnU-Net + dropout 0.25"))
+                   missing_arms=(BRATS_ARMS[0].label, BRATS_ARMS[4].label, "nnU-Net + dropout 0.25"),
+                   decides_defaults=True)
 PRESETS = {"cpu": BRATS, "cpu-defaults": DEFAULTS, "tissue": TISSUE}
 
 
@@ -275,7 +278,7 @@ def run_study(preset: Preset | str, workdir: str, device: str = "cpu", report_on
     missing = evaluate_missing_modalities(name, preset.configuration, STUDY_PLANS, runs, subsets, device, seeds,
                                           preset.missing_arms)
     text = report_experiment(name, preset.configuration, STUDY_PLANS, runs, arms, f"preset_{preset.name}", missing,
-                             seeds, preset.missing_arms)
+                             seeds, preset.missing_arms, preset.decides_defaults)
     _step(f"done in {time.time() - start:.0f} s")
     return text
 

@@ -70,7 +70,8 @@ def test_arms_planned_again_beside_others_share_their_runs_and_the_splits(study,
     folders), the shared pretraining too, and the second planning adds no fold to the splits."""
     first = plan_runs(NAME, "2d", "nnUNetPlans", [0], [0.25, 1.0], 0, ARMS, [0, 1], labels_per_seed=True)
     splits = (tmp_path / "preprocessed" / NAME / "splits_final.json").read_text()
-    alternative = Arm("CMCL, warm-up", "nnUNetTrainerCMCLFinetune_warmup", "nnUNetTrainerCMCL", "CMCL", labeled=(8,))
+    alternative = Arm("CMCL, warm-up", "nnUNetTrainerCMCLFinetune_warmup", "nnUNetTrainerCMCL", "CMCL",
+                      labeled=(8,))
     second = plan_runs(NAME, "2d", "nnUNetPlans", [0], [0.25, 1.0], 0, ARMS[:2] + [alternative], [0, 1],
                        labels_per_seed=True)
     assert (tmp_path / "preprocessed" / NAME / "splits_final.json").read_text() == splits
