@@ -266,18 +266,43 @@ def evaluate_missing_modalities(name: str, configuration: str, plans: str, runs:
     validated once per absent condition: a modality name alone, or a tuple of modalities absent together; those
     done are skipped (also a run restored from a study's ledger with its summaries). Returns
     {'missing <A>' or 'missing <A>+<B>': validation folder name} for report_experiment."""
-    from nnunet_cmcl.evaluation.missing import (SEPARATOR, checked_subset, evaluate_missing_subsets,
-                                                modality_channels, validation_folder)
+    from nnunet_cmcl.evaluation.missing import (SEPARATOR, absent_subsets, checked_subset, modality_channels,
+                                                validation_folder)
 
     known = modality_channels(load_json(join(nnUNet_preprocessed, name, "dataset.json"))["channel_names"])
     # in channel order, as evaluate_missing_subsets names the folders; checked before the first evaluation
     subsets = list(dict.fromkeys(checked_subset(known, [m] if isinstance(m, str) else m, name) for m in modalities))
+    selections = [["--subsets", "all"]] if set(subsets) == set(absent_subsets(list(known))) else \
+        [["--drop", *s] for s in subsets]
+    exe = os.path.join(os.path.dirname(sys.executable), "nnunet-cmcl")
     chosen = missing_runs(runs, seeds, arms)
     for i, run in enumerate(chosen, 1):
+        head = f"[missing {i}/{len(chosen)}] {run.label}"
         restored = not isfile(join(run.fold_folder, "checkpoint_final.pth"))  # from a ledger, without weights
         if restored and all(isfile(join(run.fold_folder, validation_folder(s), "summary.json")) for s in subsets):
-            print(f"[missing {i}/{len(chosen)}] {run.label}: evaluated before it was kept, skipped", flush=True)
+            print(f"{head}: evaluated before it was kept, skipped", flush=True)
             continue
-        evaluate_missing_subsets(name, configuration, run.trainer, int(run.fold), subsets, plans, device,
-                                 log_prefix=f"[missing {i}/{len(chosen)}] {run.label}:")
+        # in a process of its own, as each run trains: nnU-Net's predictor finds the trainer by importing every
+        # module of nnUNet_extTrainer, which in a study running for hours may have changed since its start (a
+        # pull of the ledger's repository) and would then not match the modules this process imported
+        for selection in selections:
+            command = [exe if os.path.exists(exe) else "nnunet-cmcl", "evaluate-missing", "-d", name, "-c",
+                       configuration, "-tr", run.trainer, "-f", run.fold, "-p", plans, "-device", device, *selection]
+            _run_printing_progress(command, head)
     return {f"missing {SEPARATOR.join(s)}": validation_folder(s) for s in subsets}
+
+
+def _run_printing_progress(command: list[str], head: str) -> None:
+    """Runs an `nnunet-cmcl evaluate-missing` command, printing its progress lines under ``head``; on failure,
+    its last lines and a RuntimeError."""
+    process = subprocess.Popen(command, env=environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True)
+    lines = []
+    for line in process.stdout:
+        lines.append(line.rstrip())
+        if line.startswith("[evaluate-missing]"):
+            print(f"{head}:{line.rstrip()[len('[evaluate-missing]'):]}", flush=True)
+    if process.wait() != 0:
+        print("\n".join(lines[-20:]), flush=True)
+        raise RuntimeError(f"{head}: validation without modalities failed (exit {process.returncode}); rerun the "
+                           f"same command to resume")

@@ -275,8 +275,9 @@ def test_a_study_goes_on_in_a_new_workdir_from_its_ledger_and_refuses_a_run_of_o
 
 
 def test_missing_modality_evaluation_finds_the_plugins_trainers(monkeypatch, tmp_path):
-    # nnU-Net's predictor runs in the calling process (the study's, or evaluate-missing's) and finds trainer
-    # classes through nnUNet_extTrainer only; the plugin's trainers must be found without the user setting it
+    # nnU-Net's predictor runs in the calling process (evaluate-missing's, which the study starts for each run) and
+    # finds trainer classes through nnUNet_extTrainer only; the plugin's trainers must be found without the user
+    # setting it
     from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
 
     from nnunet_cmcl.errors import CMCLInputError
