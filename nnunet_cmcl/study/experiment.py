@@ -67,6 +67,12 @@ def finished_durations(runs: list[Run]) -> dict[str, list[float]]:
     return durations
 
 
+def console_script(name: str) -> str:
+    """The command ``name`` of this Python's environment (beside its interpreter), else as found on PATH."""
+    path = os.path.join(os.path.dirname(sys.executable), name)
+    return path if os.path.exists(path) else name
+
+
 def environment() -> dict:
     """This process's environment with the plugin's trainers visible to nnU-Net."""
     return {**os.environ, "nnUNet_extTrainer": with_plugin_trainers(os.environ.get("nnUNet_extTrainer"))}
@@ -86,7 +92,6 @@ def execute(runs: list[Run], dataset: str, configuration: str, plans: str, devic
     ``after(run)`` is called for each segmentation run once it has finished (also one finished earlier)."""
     check_started_runs(runs)
     os.makedirs(log_folder, exist_ok=True)
-    exe = os.path.join(os.path.dirname(sys.executable), "nnUNetv2_train")
     env = environment()
     durations = finished_durations(runs)  # by kind of run, for the study's time left from the first line on
     for i, run in enumerate(runs, 1):
@@ -110,7 +115,7 @@ def execute(runs: list[Run], dataset: str, configuration: str, plans: str, devic
 
         start = time.time()
         with open(log, "a") as f:
-            process = subprocess.Popen([exe if os.path.exists(exe) else command[0], *command[1:]], env=env,
+            process = subprocess.Popen([console_script(command[0]), *command[1:]], env=env,
                                        stdout=f, stderr=subprocess.STDOUT)
             code = watch(process, run.fold_folder, head, PROGRESS_INTERVAL, extra=study_left)
         if code != 0 or not isfile(run.done_file):
@@ -274,7 +279,6 @@ def evaluate_missing_modalities(name: str, configuration: str, plans: str, runs:
     subsets = list(dict.fromkeys(checked_subset(known, [m] if isinstance(m, str) else m, name) for m in modalities))
     selections = [["--subsets", "all"]] if set(subsets) == set(absent_subsets(list(known))) else \
         [["--drop", *s] for s in subsets]
-    exe = os.path.join(os.path.dirname(sys.executable), "nnunet-cmcl")
     chosen = missing_runs(runs, seeds, arms)
     for i, run in enumerate(chosen, 1):
         head = f"[missing {i}/{len(chosen)}] {run.label}"
@@ -286,7 +290,7 @@ def evaluate_missing_modalities(name: str, configuration: str, plans: str, runs:
         # module of nnUNet_extTrainer, which in a study running for hours may have changed since its start (a
         # pull of the ledger's repository) and would then not match the modules this process imported
         for selection in selections:
-            command = [exe if os.path.exists(exe) else "nnunet-cmcl", "evaluate-missing", "-d", name, "-c",
+            command = [console_script("nnunet-cmcl"), "evaluate-missing", "-d", name, "-c",
                        configuration, "-tr", run.trainer, "-f", run.fold, "-p", plans, "-device", device, *selection]
             _run_printing_progress(command, head)
     return {f"missing {SEPARATOR.join(s)}": validation_folder(s) for s in subsets}

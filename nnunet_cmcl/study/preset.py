@@ -128,8 +128,8 @@ BRATS = Preset("cpu", dataset_id=974, pool_id=975, shape=(48, 56, 48), train_cas
                data="brats", labels_per_seed=True)
 # the BraTS-like defaults decided by the rule of docs/method.md, written before these runs: each alternative paired
 # with the default it would replace (its ``control``), at the fewest labels and all, on the cpu preset's data, folds,
-# seeds and ledger, so the runs both presets hold (nnU-Net, CMCL, nnU-Net + dropout) train once. Only the dropout
-# arms are validated without modalities: the probability is decided there
+# seeds and ledger, so the runs both presets hold (nnU-Net, CMCL, nnU-Net + dropout) train once. Only nnU-Net and
+# the dropout arms are validated without modalities: the probability is decided there
 DEFAULTS_ARMS = (BRATS_ARMS[0], BRATS_ARMS[1],
                  Arm("CMCL + global term", "nnUNetTrainerCMCLFinetune_fromGlobal_brats_cpuPreset",
                      "nnUNetTrainerCMCL_global_brats_cpuPreset", "CMCL", labeled=FEWEST_AND_ALL),
