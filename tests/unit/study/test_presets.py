@@ -1,5 +1,8 @@
 """The built-in presets are consistent before any run: trainers nnU-Net finds, controls that are arms, the data's
 channels, a pool at least 4x the labeled training set, each preset's own dataset ids."""
+import dataclasses
+import inspect
+
 import pytest
 
 from nnunet_cmcl.data.brats import CHANNELS as BRATS_CHANNELS
@@ -54,16 +57,29 @@ def test_presets_have_their_own_datasets_or_share_one_study_whole():
     assert PRESETS["tissue"].dataset_id not in (PRESETS["cpu"].dataset_id, PRESETS["cpu"].pool_id)
 
 
+def _class_settings(trainer):
+    """Every setting a trainer class holds: its public non-method attributes through the whole class hierarchy, a
+    dataclass (cmcl_config) field by field, and its overrides (applied over the class attributes when it is made)."""
+    found = {}
+    for name in dir(trainer):
+        value = inspect.getattr_static(trainer, name)
+        if name.startswith("_") or name == "overrides" or callable(value) \
+                or isinstance(value, (property, staticmethod, classmethod)):
+            continue
+        if dataclasses.is_dataclass(value):
+            found.update({f"{name}.{k}": v for k, v in dataclasses.asdict(value).items()})
+        else:
+            found[name] = value
+    found.update(trainer.overrides)
+    return found
+
+
 def _changed(arm, arms):
     """What an arm's trainers set otherwise than those of the arm it is paired with: {setting: (its, arm's)}."""
     def settings(a):
-        trainer = find_trainer_class(a.trainer)
-        found = {k: getattr(trainer, k) for k in ("warmup_fraction", "modality_dropout_probability")
-                 if hasattr(trainer, k)}
-        found.update(trainer.overrides)  # applied over the class attributes when the trainer is made
+        found = _class_settings(find_trainer_class(a.trainer))
         if a.pretrainer:
-            pretrainer = find_trainer_class(a.pretrainer)
-            found.update({f"pre.{k}": v for k, v in {**pretrainer.overrides, **vars(pretrainer.cmcl_config)}.items()})
+            found.update({f"pre.{k}": v for k, v in _class_settings(find_trainer_class(a.pretrainer)).items()})
         return found
 
     base, alt = settings(arms[arm.control]), settings(arm)
@@ -78,9 +94,9 @@ def test_the_defaults_preset_pairs_each_alternative_with_the_default_it_would_re
     assert preset.arms[0] == cpu.arms[0] and arms["CMCL"] in cpu.arms and arms["nnU-Net + dropout"] in cpu.arms
     changes = {a.label: _changed(a, arms) for a in preset.arms if a.control}
     assert changes == {
-        "CMCL + global term": {"pre.weight_global": (0.0, 1.0)},
-        "CMCL, bottleneck only": {"pre.dense_stages": (2, 0)},
-        "CMCL, no full view": {"pre.add_full_view": (True, False)},
+        "CMCL + global term": {"pre.cmcl_config.weight_global": (0.0, 1.0)},
+        "CMCL, bottleneck only": {"pre.cmcl_config.dense_stages": (2, 0)},
+        "CMCL, no full view": {"pre.cmcl_config.add_full_view": (True, False)},
         "CMCL, warm-up": {"warmup_fraction": (0.0, 0.05)},
         "nnU-Net + dropout 0.25": {"modality_dropout_probability": (0.1, 0.25)}}
     # the pretraining alternatives fine-tune with their own trainer (results folder), the warm-up from CMCL's
