@@ -15,7 +15,7 @@ import statistics
 import subprocess
 import sys
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Callable
 
 from nnunet_cmcl.evaluation.formatting import format_duration
@@ -23,6 +23,7 @@ from nnunet_cmcl.evaluation.formatting import format_duration
 LOG_NAME = re.compile(r"^training_log_(\d+)_(\d+)_(\d+)_(\d+)_(\d+)_(\d+)\.txt$")
 EPOCH_START = re.compile(r": Epoch (\d+)\s*$")
 EPOCH_TIME = re.compile(r": Epoch time: (\d+(?:\.\d+)?) s\s*$")
+PAUSED_EPOCH = 3.0  # an epoch this many times the median epoch ran on a paused or shared machine
 TIMESTAMP = re.compile(r"^(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(?:\.\d+)?): ")
 
 
@@ -64,20 +65,37 @@ def complete_lines(path: str) -> list[str]:
 
 
 def training_log_seconds(fold_folder: str) -> float | None:
-    """The time a run spent in nnU-Net's trainer: first to last timestamp of each of its training logs (a run
-    resumed with ``--c`` has one per start), summed; None without a timestamped line. Process start-up before the
-    first line is not counted."""
+    """The time a run takes in nnU-Net's trainer on a machine that is neither paused nor shared, from its training
+    logs (a run resumed with ``--c`` has one per start): each log's start-up (first line to its first epoch), its
+    epochs, each from the end of the one before (checkpoints and plots included), and what follows its last epoch
+    (the final validation). An epoch longer than ``PAUSED_EPOCH`` times the run's median counts at that bound: the
+    plain span of the logs would count the pauses of the machine (a 40-minute pause in a 15-minute run), and the
+    study's time left is estimated from these durations. Process start-up before the first line is not counted;
+    an epoch that never ended (the run was stopped) neither. None without a timestamped line."""
     try:
         names = [n for n in os.listdir(fold_folder) if LOG_NAME.match(n)]
     except OSError:
         return None
-    spans = []
+    outside_epochs, epochs = [], []
     for name in names:
-        stamps = [datetime.fromisoformat(m.group(1)) for line in complete_lines(os.path.join(fold_folder, name))
-                  if (m := TIMESTAMP.match(line))]
-        if stamps:
-            spans.append((stamps[-1] - stamps[0]).total_seconds())
-    return sum(spans) if spans else None
+        first = epoch_start = epoch_end = last = None
+        for line in complete_lines(os.path.join(fold_folder, name)):
+            if not (m := TIMESTAMP.match(line)):
+                continue
+            last = datetime.fromisoformat(m.group(1))
+            first = first or last
+            if EPOCH_START.search(line):
+                epoch_start = epoch_start or last
+            elif EPOCH_TIME.search(line) and epoch_start is not None:
+                epochs.append((last - (epoch_end or epoch_start)).total_seconds())
+                epoch_end = last
+        if first is not None:
+            startup = (epoch_start or last) - first
+            outside_epochs.append((startup + (last - epoch_end if epoch_end else timedelta(0))).total_seconds())
+    if not outside_epochs:
+        return None
+    bound = PAUSED_EPOCH * statistics.median(epochs) if epochs else 0.0
+    return sum(outside_epochs) + sum(min(t, bound) for t in epochs)
 
 
 def read_num_epochs(fold_folder: str) -> int | None:

@@ -130,6 +130,29 @@ def test_training_log_seconds_sums_the_span_of_every_log_of_the_run(tmp_path):
     assert training_log_seconds(str(tmp_path)) == 150.0
 
 
+def test_training_log_seconds_leaves_out_the_pauses_of_the_machine(tmp_path):
+    """A run of 10 epochs of 10 s, 5 s of start-up and 60 s of validation, its machine paused once between two
+    epochs (1,000 s) and once inside one (500 s): it counts as the 165 s it takes on a machine left alone but for
+    its two paused epochs, each at 3 times the median epoch."""
+    stamp = datetime(2026, 1, 5, 10, 0, 0).timestamp()
+    lines = []
+
+    def at(seconds: float, text: str) -> None:
+        lines.append(f"{datetime.fromtimestamp(stamp + seconds)}: {text} \n")
+
+    at(0, "Using device: cpu")
+    t = 5.0
+    for epoch in range(10):
+        t += 1000 if epoch == 3 else 0  # paused between epochs
+        at(t, f"Epoch {epoch}")
+        seconds = 500.0 if epoch == 6 else 10.0  # paused inside an epoch
+        t += seconds
+        at(t, f"Epoch time: {seconds} s")
+    at(t + 60, "Validation complete")
+    (tmp_path / "training_log_2026_1_5_10_00_00.txt").write_text(HEADER + "".join(lines))
+    assert training_log_seconds(str(tmp_path)) == pytest.approx(5 + 8 * 10 + 2 * 30 + 60)
+
+
 def test_study_seconds_left():
     done = {"segmentation": [100.0, 300.0, 200.0]}
     assert study_seconds_left(done, ["segmentation"] * 2, "segmentation", 50.0) == 50.0 + 2 * 200.0
