@@ -196,8 +196,10 @@ def report_experiment(name: str, configuration: str, plans: str, runs: list[Run]
     <results>/<dataset>/cmcl_studies/<study>__<plans>__<configuration>/; returns the console text.
     ``missing`` maps a condition name (e.g. 'missing T2') to the validation folder evaluated without it, for the
     runs of ``missing_seeds`` and ``missing_arms`` (``missing_runs``). ``decide``: the defaults rule applied to
-    the arms paired with another (evaluation/decision.py), into decisions.md beside the report."""
+    the arms paired with another (evaluation/decision.py), into decisions.md beside the report; with a CMCL and a
+    reconstruction arm, the goal checked (evaluation/goal.py), into goal.md."""
     from nnunet_cmcl.evaluation.compare import class_names
+    from nnunet_cmcl.evaluation.goal import goal_markdown, goal_of, write_goal
     from nnunet_cmcl.evaluation.stats import learning_curves, load_records, study_statistics
     from nnunet_cmcl.evaluation.study_report import format_study_table, write_study_report
 
@@ -231,6 +233,10 @@ def report_experiment(name: str, configuration: str, plans: str, runs: list[Run]
         decisions = decide_defaults(result, over_conditions, names)
         paths["decisions"] = write_decisions(decisions, output)
         text += "\n\n" + decisions_markdown(decisions)
+    goal = goal_of(result, records, names)
+    if goal:
+        paths["goal"] = write_goal(goal, output)
+        text += "\n\n" + goal_markdown(goal)
     return text + f"\nwritten: {', '.join(paths.values())}"
 
 

@@ -3,26 +3,16 @@ where it is ahead with a CI excluding 0 somewhere and behind with one nowhere; t
 rule over the absent conditions."""
 import json
 
-from nnunet_cmcl.evaluation.compare import overall_dice
 from nnunet_cmcl.evaluation.decision import decide_defaults, write_decisions
 from nnunet_cmcl.evaluation.stats import study_statistics
+from paired_records import paired_records
 
 NAMES = {"1": "edema", "2": "tumour", "mean": "mean"}
 
 
 def _records(effects: dict[str, dict[str, float]], regimes=(2, 16)) -> list[dict]:
-    """Arms x regimes x 2 seeds x 6 cases; ``effects[arm][class]`` added to the default's Dice, with a per-case
-    spread that keeps the paired CIs narrow around the effect."""
-    out = []
-    for arm, effect in effects.items():
-        for n_labeled in regimes:
-            for seed in (0, 1):
-                for i in range(6):
-                    dice = {k: 0.5 + 0.03 * i + effect.get(k, 0.0) + 0.002 * ((i * 7 + seed) % 3) for k in "12"}
-                    out.append({"arm": arm, "trainer": f"T_{arm}", "fold": 10 + seed + 2 * n_labeled,
-                                "source_fold": 0, "fraction": n_labeled / 16, "n_labeled": n_labeled, "seed": seed,
-                                "case": f"c{i}", "dice": {**dice, "mean": overall_dice(dice)}})
-    return out
+    """Arms x regimes; ``effects[arm][class]`` the same in every regime."""
+    return paired_records({arm: dict.fromkeys(regimes, effect) for arm, effect in effects.items()})
 
 
 def test_an_alternative_replaces_its_default_only_if_ahead_somewhere_and_behind_nowhere():
