@@ -45,19 +45,21 @@ def _criterion(name: str, rows: list[dict], met: bool, wanted: str) -> dict:
             "comparisons": [f"{r['n_labeled']} labeled: {diff_cell(r)}" for r in rows]}
 
 
-def check_goal(result: dict, versus_reconstruction: dict, class_names: dict) -> dict:
+def check_goal(result: dict, versus_reconstruction: dict | None, class_names: dict) -> dict:
     """``result``: study_statistics against nnU-Net; ``versus_reconstruction``: study_statistics of
-    ``reconstruction_records`` with reconstruction as its baseline. Returns the three criteria and the regions."""
-    rows, baseline = _mean_rows(result, METHOD), result["baseline_arm"]
-    fewest, most = rows[0], rows[-1]
-    gain = _tested(fewest) and fewest["diff"] >= GOAL_GAIN and fewest["ci_low"] > 0
-    few = _criterion("few labels", [fewest], gain,
+    ``reconstruction_records`` with reconstruction as its baseline (None: no regime both ran). Returns the three
+    criteria and the regions; a criterion without a tested comparison (too few runs yet) is not met."""
+    baseline, regimes = result["baseline_arm"], [g["n_labeled"] for g in result["regimes"]]
+    rows = {r["n_labeled"]: r for r in _mean_rows(result, METHOD) if _tested(r)}
+    fewest, most = rows.get(min(regimes)), rows.get(max(regimes))  # None: CMCL has no tested runs there
+    few = _criterion("few labels", [fewest] if fewest else [],
+                     bool(fewest) and fewest["diff"] >= GOAL_GAIN and fewest["ci_low"] > 0,
                      f"CMCL - {baseline} >= +{GOAL_GAIN} with the fewest labeled cases, its CI excluding 0")
-    every = _criterion("all labels", [most], _tested(most) and most["ci_high"] >= 0,
+    every = _criterion("all labels", [most] if most else [], bool(most) and most["ci_high"] >= 0,
                        f"CMCL - {baseline} with every labeled case: not behind with a CI excluding 0")
-    paired = [r for r in _mean_rows(versus_reconstruction, METHOD) if _tested(r)]
+    paired = [r for r in _mean_rows(versus_reconstruction, METHOD) if _tested(r)] if versus_reconstruction else []
     ahead = any(r["ci_low"] > 0 for r in paired) and not any(r["ci_high"] < 0 for r in paired)
-    recon = _criterion("reconstruction", _mean_rows(versus_reconstruction, METHOD), ahead,
+    recon = _criterion("reconstruction", paired, ahead,
                        "CMCL - reconstruction ahead with a CI excluding 0 in a regime, behind in none")
     regions = {"ahead": [], "behind": []}
     for r in result["rows"]:
@@ -77,8 +79,8 @@ def goal_of(result: dict, records: list[dict], class_names: dict) -> dict | None
     reconstruction on the same records; None for a study without both arms."""
     if METHOD not in result["arms"] or RECONSTRUCTION not in result["arms"]:
         return None
-    versus = study_statistics(reconstruction_records(records), RECONSTRUCTION, result["n_bootstrap"],
-                              result["rng_seed"])
+    paired = reconstruction_records(records)
+    versus = study_statistics(paired, RECONSTRUCTION, result["n_bootstrap"], result["rng_seed"]) if paired else None
     return check_goal(result, versus, class_names)
 
 

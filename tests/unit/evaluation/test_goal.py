@@ -38,5 +38,11 @@ def test_too_small_a_gain_a_loss_with_all_labels_or_losing_to_reconstruction_eac
 def test_reconstruction_is_paired_with_cmcl_only_in_the_regimes_both_ran_and_a_study_without_it_has_no_goal():
     records = paired_records({"nnU-Net": {2: {}, 4: {}}, "CMCL": {2: {}, 4: {}}, RECONSTRUCTION: {2: {}}})
     assert {(r["arm"], r["n_labeled"]) for r in reconstruction_records(records)} == {("CMCL", 2), (RECONSTRUCTION, 2)}
+    goal = goal_of(study_statistics(records, "nnU-Net", n_bootstrap=200), records, NAMES)
+    assert goal["criteria"][2]["comparisons"] == ["2 labeled: +0.0000 [+0.0000, +0.0000]"]
+    partial = [r for r in records if not (r["arm"] == "CMCL" and r["n_labeled"] == 2)]  # CMCL's fewest unfinished
+    goal = goal_of(study_statistics(partial, "nnU-Net", n_bootstrap=200), partial, NAMES)
+    assert [(c["comparisons"], c["met"]) for c in goal["criteria"]] == [
+        ([], False), (["4 labeled: +0.0000 [+0.0000, +0.0000]"], True), ([], False)]
     without = [r for r in records if r["arm"] != RECONSTRUCTION]
     assert goal_of(study_statistics(without, "nnU-Net", n_bootstrap=200), without, NAMES) is None
