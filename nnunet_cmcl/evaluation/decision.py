@@ -16,7 +16,7 @@ import os
 
 from nnunet_cmcl.atomic import write_text_atomically
 from nnunet_cmcl.evaluation.compare import MEAN
-from nnunet_cmcl.evaluation.formatting import DASH, diff_cell, format_number, nan_to_none
+from nnunet_cmcl.evaluation.formatting import DASH, diff_cell, format_number, is_nan, nan_to_none, where_cell
 
 DROPOUT_COST = 0.01  # docs/method.md: "the probabilities that cost at most 0.01 Dice with every modality present"
 
@@ -26,14 +26,10 @@ def _paired_rows(result: dict, arm: str, default: str, n_labeled=None, key: str 
             and (n_labeled is None or r["n_labeled"] == n_labeled) and (key is None or r["class"] == key)]
 
 
-def _where(row: dict, class_names: dict) -> str:
-    return f"{row['n_labeled']} labeled, {class_names.get(row['class'], row['class'])}: {diff_cell(row)}"
-
-
 def _paired_decision(result: dict, arm: str, default: str, class_names: dict) -> dict:
-    rows = [r for r in _paired_rows(result, arm, default) if r["ci_low"] == r["ci_low"]]  # NaN: no CI, no test
-    ahead = [_where(r, class_names) for r in rows if r["ci_low"] > 0]
-    behind = [_where(r, class_names) for r in rows if r["ci_high"] < 0]
+    rows = [r for r in _paired_rows(result, arm, default) if not is_nan(r["ci_low"])]  # NaN: no CI, no test
+    ahead = [where_cell(r, class_names) for r in rows if r["ci_low"] > 0]
+    behind = [where_cell(r, class_names) for r in rows if r["ci_high"] < 0]
     return {"arm": arm, "default": default, "rule": "paired", "comparisons": len(rows), "ahead": ahead,
             "behind": behind, "replaces_default": bool(ahead) and not behind}
 

@@ -62,6 +62,11 @@ def diff_cell(row: dict) -> str:
     return f"{format_number(row['diff'], '+.4f')} [{low}, {high}]"
 
 
+def where_cell(row: dict, class_names: dict) -> str:
+    """'2 labeled, edema: +0.0123 [+0.0040, +0.0310]': a paired row's regime, class and difference."""
+    return f"{row['n_labeled']} labeled, {class_names.get(row['class'], row['class'])}: {diff_cell(row)}"
+
+
 def wtl_cell(row: dict) -> str:
     """'5/1/2': wins, ties, losses."""
     return DASH if is_nan(row["wins"]) else f"{row['wins']}/{row['ties']}/{row['losses']}"

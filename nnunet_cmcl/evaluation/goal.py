@@ -17,7 +17,7 @@ import os
 
 from nnunet_cmcl.atomic import write_text_atomically
 from nnunet_cmcl.evaluation.compare import MEAN
-from nnunet_cmcl.evaluation.formatting import DASH, diff_cell, nan_to_none
+from nnunet_cmcl.evaluation.formatting import DASH, diff_cell, is_nan, nan_to_none, where_cell
 from nnunet_cmcl.evaluation.stats import study_statistics
 
 GOAL_GAIN = 0.02  # the field's gains from pretraining with few labels: about +2 to +3 Dice (docs/method.md)
@@ -37,7 +37,7 @@ def _mean_rows(result: dict, arm: str) -> list[dict]:
 
 
 def _tested(row: dict) -> bool:
-    return row["ci_low"] == row["ci_low"]  # NaN: too few units for a CI
+    return not is_nan(row["ci_low"])  # NaN: too few units for a CI
 
 
 def _criterion(name: str, rows: list[dict], met: bool, wanted: str) -> dict:
@@ -64,11 +64,10 @@ def check_goal(result: dict, versus_reconstruction: dict | None, class_names: di
     regions = {"ahead": [], "behind": []}
     for r in result["rows"]:
         if r["kind"] == "arm" and r["arm"] == METHOD and r["class"] != MEAN and _tested(r):
-            where = f"{r['n_labeled']} labeled, {class_names.get(r['class'], r['class'])}: {diff_cell(r)}"
             if r["ci_low"] > 0:
-                regions["ahead"].append(where)
+                regions["ahead"].append(where_cell(r, class_names))
             elif r["ci_high"] < 0:
-                regions["behind"].append(where)
+                regions["behind"].append(where_cell(r, class_names))
     criteria = [few, every, recon]
     return {"criteria": criteria, "met": all(c["met"] for c in criteria), "regions": regions,
             "seeds": sorted({str(s) for g in result["regimes"] for s in g["seeds"]})}

@@ -142,9 +142,9 @@ def _convergence_section(curves: list[dict]) -> list[str]:
 
 def _wall_time_section(wall_time: dict[str, list[float]]) -> list[str]:
     lines = ["## Wall time", "",
-             "Time in nnU-Net's trainer by its training logs, first to last line of each run, an epoch that took more "
-             "than 3 times the run's median (a paused or shared machine) counted at that bound (process start-up, "
-             "the missing-modality validations and this report are not counted):", "",
+             "Time in nnU-Net's trainer by its training logs: each run's start-up, epochs and final validation, an "
+             "epoch that took more than 3 times the run's median (a paused or shared machine) counted at that bound "
+             "(process start-up, the missing-modality validations and this report are not counted):", "",
              "| runs | count | median per run | total |", "|---|---|---|---|"]
     for kind, seconds in wall_time.items():
         lines.append(f"| {kind} | {len(seconds)} | {format_duration(statistics.median(seconds))} | "

@@ -23,8 +23,8 @@ from nnunet_cmcl.evaluation.formatting import format_duration
 LOG_NAME = re.compile(r"^training_log_(\d+)_(\d+)_(\d+)_(\d+)_(\d+)_(\d+)\.txt$")
 EPOCH_START = re.compile(r": Epoch (\d+)\s*$")
 EPOCH_TIME = re.compile(r": Epoch time: (\d+(?:\.\d+)?) s\s*$")
-PAUSED_EPOCH = 3.0  # an epoch this many times the median epoch ran on a paused or shared machine
 TIMESTAMP = re.compile(r"^(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(?:\.\d+)?): ")
+PAUSED_EPOCH = 3.0  # an epoch this many times the median epoch ran on a paused or shared machine
 
 
 @dataclass(frozen=True)
