@@ -372,6 +372,8 @@ def learning_curves(results_dataset_folder: str, plans: str, configuration: str,
         lists = {k: [float(x) for x in logging.get(k, [])]
                  for k in ("ema_fg_dice", "mean_fg_dice", "train_losses", "val_losses")}
         converged, change, spread = convergence(lists["ema_fg_dice"])
-        curves.append({**run, **lists, "checkpoint": path, "epochs": len(lists["ema_fg_dice"]),
+        # relative to the dataset's results folder: a committed report names no machine's paths
+        curves.append({**run, **lists, "checkpoint": os.path.relpath(path, results_dataset_folder),
+                       "epochs": len(lists["ema_fg_dice"]),
                        "converged": converged, "last_fifth_change": change, "last_fifth_range": spread})
     return curves

@@ -264,6 +264,8 @@ def test_learning_curves_and_convergence(tmp_path):
     assert flat["converged"] and flat["last_fifth_change"] < 1e-3 and flat["epochs"] == 100
     assert not rising["converged"] and rising["last_fifth_change"] == pytest.approx(0.005 * 19)
     assert rising["checkpoint"].endswith("checkpoint_latest.pth") and rising["seed"] == 1
+    assert not os.path.isabs(rising["checkpoint"])
+    assert os.path.join(results, rising["checkpoint"]) == os.path.join(fold(RUNS[1]), "checkpoint_latest.pth")
     assert isinstance(flat["ema_fg_dice"][0], float) and len(flat["train_losses"]) == 100
     with pytest.raises(CMCLInputError, match="no checkpoint_final.pth"):
         learning_curves(results, PLANS, CONFIG, RUNS[2:3])
