@@ -9,7 +9,7 @@ from nnunet_cmcl.pretraining.dae import nnUNetTrainerCMCL_DAE
 from nnunet_cmcl.pretraining.trainer import nnUNetTrainerCMCL
 from nnunet_cmcl.pretraining.variants import nnUNetTrainerCMCL_Aug
 from nnunet_cmcl.seeding import nnUNetTrainerSeeded
-from nnunet_cmcl.study.preset_trainers import UnmirroredFinalValidation
+from nnunet_cmcl.study.unmirrored import UnmirroredFinalValidation
 from nnunet_cmcl.transfer.finetune import nnUNetTrainerCMCLFinetune
 
 # sized so that the demo on the BraTS-like data (4 channels, 3d_fullres) takes at most 20 minutes on 2 cores: with

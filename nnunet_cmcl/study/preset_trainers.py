@@ -12,6 +12,7 @@ from nnunet_cmcl.pretraining.trainer import nnUNetTrainerCMCL
 from nnunet_cmcl.pretraining.variants import (nnUNetTrainerCMCL_bottleneck, nnUNetTrainerCMCL_global,
                                                nnUNetTrainerCMCL_noFull)
 from nnunet_cmcl.seeding import nnUNetTrainerSeeded
+from nnunet_cmcl.study.unmirrored import UnmirroredFinalValidation
 from nnunet_cmcl.transfer.finetune import nnUNetTrainerCMCLFinetune
 from nnunet_cmcl.transfer.finetune_variants import nnUNetTrainerCMCLFinetune_warmup
 from nnunet_cmcl.transfer.modality_dropout import (nnUNetTrainerCMCLFinetune_modalityDropout,
@@ -30,17 +31,6 @@ BRATS_PRETRAINING_BUDGET = {"num_epochs": 400, "num_iterations_per_epoch": 10, "
 # many short epochs, so nnU-Net's EMA pseudo Dice (smoothing factor 0.9 per epoch) catches up with the curve by
 # the last fifth; progress.png every 10 epochs, because plotting it costs more than a 5-iteration epoch here
 PLOT_EVERY = 10
-
-
-class UnmirroredFinalValidation:
-    """Mixin: the final validation without test-time mirroring (4 passes per 2d slice instead of 1: 86 s instead
-    of about 20 s for the preset's 24 validation cases on 2 cores), the same for every arm of a comparison.
-    Training and its augmentation (mirroring included) are nnU-Net's."""
-
-    def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
-        out = super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
-        self.inference_allowed_mirroring_axes = None  # read by the final validation's predictor only
-        return out
 
 
 class _CPUPresetSegmentation(UnmirroredFinalValidation):

@@ -4,7 +4,7 @@ pass per patch instead of 8 in 3d, for every arm alike."""
 import torch
 
 from nnunet_cmcl.seeding import nnUNetTrainerSeeded
-from nnunet_cmcl.study.preset_trainers import UnmirroredFinalValidation
+from nnunet_cmcl.study.unmirrored import UnmirroredFinalValidation
 from nnunet_cmcl.transfer.finetune import nnUNetTrainerCMCLFinetune
 
 BUDGET = {"num_epochs": 2, "num_iterations_per_epoch": 10, "num_val_iterations_per_epoch": 3}

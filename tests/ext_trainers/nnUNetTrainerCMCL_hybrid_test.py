@@ -1,7 +1,7 @@
 """Short runs of the reconstruction hybrid and the one-modality trainer for the tests (found through nnUNet_extTrainer)."""
 from nnunet_cmcl.pretraining.dae import nnUNetTrainerCMCL_DAE
 from nnunet_cmcl.pretraining.variants import nnUNetTrainerCMCL_Aug
-from nnunet_cmcl.study.preset_trainers import UnmirroredFinalValidation
+from nnunet_cmcl.study.unmirrored import UnmirroredFinalValidation
 from nnunet_cmcl.transfer.finetune import nnUNetTrainerCMCLFinetune
 
 SMOKE = {"num_epochs": 1, "num_iterations_per_epoch": 4, "num_val_iterations_per_epoch": 2}

@@ -1,6 +1,6 @@
 """Short runs with modality dropout for the tests, found by nnU-Net through nnUNet_extTrainer; their final
 validation and predictions unmirrored, as the other test trainers'."""
-from nnunet_cmcl.study.preset_trainers import UnmirroredFinalValidation
+from nnunet_cmcl.study.unmirrored import UnmirroredFinalValidation
 from nnunet_cmcl.transfer.modality_dropout import (nnUNetTrainerCMCLFinetune_modalityDropout,
                                                    nnUNetTrainerSeeded_modalityDropout)
 
