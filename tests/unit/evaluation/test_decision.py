@@ -23,7 +23,7 @@ def test_an_alternative_replaces_its_default_only_if_ahead_somewhere_and_behind_
     decisions = {d["arm"]: d for d in decide_defaults(result, None, NAMES)}
     assert [d["replaces_default"] for d in decisions.values()] == [True, False, False]
     assert decisions["ahead"]["default"] == "CMCL" and decisions["ahead"]["comparisons"] == 6  # 2 regimes x 3
-    assert any("2 labeled, edema: +0.0500" in w for w in decisions["ahead"]["ahead"])
+    assert any("2 labeled (seeds 0, 1), edema: +0.0500" in w for w in decisions["ahead"]["ahead"])
     assert decisions["ahead and behind"]["behind"] and decisions["level"]["ahead"] == []
 
 
