@@ -111,7 +111,8 @@ def main() -> None:
     from nnunetv2.paths import nnUNet_preprocessed
 
     from nnunet_cmcl.evaluation.compare import class_names
-    from nnunet_cmcl.evaluation.stats import learning_curves, load_records
+    from nnunet_cmcl.evaluation.curves import learning_curves
+    from nnunet_cmcl.evaluation.stats import load_records
     from nnunet_cmcl.study.experiment import run_experiment
     from nnunet_cmcl.study.plan import Arm
 

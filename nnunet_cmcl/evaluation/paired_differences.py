@@ -75,8 +75,9 @@ def _panel(ax, n_labeled, regime: dict, arms: list[str]) -> None:
     aa_low, aa_high = (_number(aa["ci_low"]), _number(aa["ci_high"])) if aa else (math.nan, math.nan)
     if not (math.isnan(aa_low) or math.isnan(aa_high)):
         ax.axvspan(aa_low, aa_high, color="0.85", zorder=0)
-    else:  # one seed: no A/A row to read the noise from
-        ax.text(0.02, 0.02, "no A/A noise floor (needs 2 seeds)", transform=ax.transAxes, fontsize=7, color="0.4")
+    else:  # one seed, or seeds on labeled subsets of their own (stats.py): no A/A row to read the noise from
+        ax.text(0.02, 0.02, "no A/A noise floor (one seed, or a labeled subset per seed)", transform=ax.transAxes,
+                fontsize=7, color="0.4")
     ax.axvline(0, color="black", linewidth=0.8, zorder=1)
     labels = []
     for row, position in zip(arm_rows, y):

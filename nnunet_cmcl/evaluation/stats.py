@@ -1,4 +1,5 @@
-"""The numbers of a multi-arm, multi-seed study, from nnU-Net's own validation summary.json files and checkpoints.
+"""The numbers of a multi-arm, multi-seed study, from nnU-Net's own validation summary.json files (the learning
+curves, from its checkpoints, are in curves.py).
 
 A run is one nnU-Net fold folder of one arm (a trainer), label regime (``n_labeled`` labeled training cases) and
 training seed. A unit is (source fold, seed, case id): the same validation case of the same original fold,
@@ -21,29 +22,22 @@ predicted by runs of the same seed. Per label regime, class key and "mean":
 """
 from __future__ import annotations
 
-import json
 import math
-import os
 from numbers import Integral
 
 import numpy as np
 
-from nnunet_cmcl.checkpoints import load_checkpoint_safely
 from nnunet_cmcl.errors import CMCLInputError
 from nnunet_cmcl.evaluation.compare import (MEAN, TIE, bootstrap_ci, cases_of, classes_of, file_ending_of,
-                                            load_fold_summary, normalize_fold, overall_dice, wilcoxon_p)
-from nnunet_cmcl.naming import trainer_folder
+                                            load_fold_summary, overall_dice, wilcoxon_p)
 
 RUN_KEYS = ("arm", "trainer", "fold", "source_fold", "n_labeled")
-CONVERGENCE_TOLERANCE = 0.01
 NAN = float("nan")
-# the per-epoch logging of a run's final checkpoint alone, where a study's ledger restored the run without weights
-CURVES_FILE = "cmcl_curves.json"
 
 
 # ---------------------------------------------------------------- loading
 
-def _check_run(run) -> None:
+def check_run(run) -> None:
     if not isinstance(run, dict) or any(k not in run for k in RUN_KEYS):
         raise CMCLInputError(f"run {run!r} lacks one of the keys {', '.join(RUN_KEYS)} (and 'seed', 'fraction'); "
                              f"give each run as such a dict")
@@ -56,7 +50,7 @@ def load_records(results_dataset_folder: str, plans: str, configuration: str, ru
         raise CMCLInputError("no runs were given; give at least the baseline arm's runs")
     records = []
     for run in runs:
-        _check_run(run)
+        check_run(run)
         summary = load_fold_summary(results_dataset_folder, run["trainer"], plans, configuration, run["fold"],
                                     validation)
         ending = file_ending_of(results_dataset_folder, run["trainer"], plans, configuration)
@@ -151,6 +145,11 @@ def _check_regime(n_labeled, arms: dict, baseline: str) -> None:
                 raise CMCLInputError(f"n_labeled {n_labeled}: arm {arm} {side} {_few(missing)} compared with "
                                      f"baseline {baseline}; compare runs validated on the same splits")
         for unit, record in units.items():
+            if None not in (record.get("labeled"), base[unit].get("labeled")) and \
+                    record["labeled"] != base[unit]["labeled"]:
+                raise CMCLInputError(f"n_labeled {n_labeled}: arm {arm} trained on other labeled cases than "
+                                     f"baseline {baseline} for {_few([unit])} (folds {record['fold']} and "
+                                     f"{base[unit]['fold']}); pair runs of the same labeled subset")
             if record["dice"].keys() != base[unit]["dice"].keys():
                 raise CMCLInputError(f"n_labeled {n_labeled}: arm {arm} has classes {sorted(record['dice'])} for "
                                      f"{_few([unit])} but {baseline} {sorted(base[unit]['dice'])}; compare runs "
@@ -222,10 +221,25 @@ def _rotated_pairs(base: dict) -> tuple[dict, int]:
     return pairs, unpaired
 
 
-def _aa_row(base: dict, n_bootstrap: int, rng_seed: int) -> dict:
+def _labeled_subsets(units: dict) -> dict:
+    """{(source_fold, seed): the labeled subset its run trained on}, for records that name it (``labeled``)."""
+    return {(u[0], u[1]): r["labeled"] for u, r in units.items() if r.get("labeled") is not None}
+
+
+def _other_subsets(subsets: dict, seeds: list) -> bool:
+    """Whether a seed and the next one (the A/A's rotation) trained on other labeled subsets of a source fold."""
+    rotated = dict(zip(seeds, seeds[1:] + seeds[:1]))
+    return any(subsets.get((fold, rotated[seed]), labeled) != labeled for (fold, seed), labeled in subsets.items())
+
+
+def _aa_row(base: dict, n_bootstrap: int, rng_seed: int, other_subsets: bool = False) -> dict:
     if len(base) < 2:
         return {**_arm_dice({}, n_bootstrap, rng_seed),
                 **_no_diff(f"A/A needs at least 2 seeds; this regime has {len(base)}")}
+    if other_subsets:  # seed against seed would be subset against subset: far wider than training noise
+        return {**_arm_dice({}, n_bootstrap, rng_seed),
+                **_no_diff("no A/A: each seed trains on its own labeled subset here, so seed against seed measures "
+                           "the subsets, not the noise floor")}
     pairs, unpaired = _rotated_pairs(base)
     row = {**_arm_dice({}, n_bootstrap, rng_seed), **_paired(pairs, n_bootstrap, rng_seed)}
     if unpaired:
@@ -242,12 +256,13 @@ def _regime_head(n_labeled, arms: dict, baseline: str) -> dict:
 def _regime_rows(head: dict, arms: dict, baseline: str, controls: dict, classes: list[str], n_bootstrap: int,
                  rng_seed: int) -> list[dict]:
     rows = []
+    other_subsets = _other_subsets(_labeled_subsets(arms[baseline]), head["seeds"])
     for key in classes:
         base = _by_seed(arms[baseline], key)
         rows.append({**head, "class": key, "arm": baseline, "kind": "baseline", "against": None,
                      **_arm_dice(base, n_bootstrap, rng_seed), **_no_diff()})
         rows.append({**head, "class": key, "arm": baseline, "kind": "aa", "against": baseline,
-                     **_aa_row(base, n_bootstrap, rng_seed)})
+                     **_aa_row(base, n_bootstrap, rng_seed, other_subsets)})
         values = {arm: _by_seed(arms[arm], key) for arm in arms}
         dice = {arm: _arm_dice(values[arm], n_bootstrap, rng_seed) for arm in arms if arm != baseline}
         for arm in dice:
@@ -323,57 +338,7 @@ def definitions() -> dict[str, str]:
                           "independent: optimistic with few seeds)",
             "A/A": "the baseline arm against itself, seed s against the next seed (cyclically), same cases: the "
                    "difference training noise alone makes. Its mean diff is 0 by construction (the rotation is a "
-                   "cycle); its CI and per-seed diffs are the noise floor",
+                   "cycle); its CI and per-seed diffs are the noise floor. Left out where the seeds train on "
+                   "their own labeled subsets (records naming other 'labeled' subsets): there seed against seed "
+                   "measures the subsets",
             "mean": "per case, the mean of its class Dice values ignoring NaN classes"}
-
-
-# ---------------------------------------------------------------- learning curves
-
-def _checkpoint_of(results_dataset_folder: str, plans: str, configuration: str, run: dict) -> str:
-    """The run's final (or latest) checkpoint, or the curves a study's ledger kept of it (study/ledger.py)."""
-    folder = os.path.join(trainer_folder(results_dataset_folder, run["trainer"], plans, configuration),
-                          f"fold_{normalize_fold(run['fold'])}")
-    for name in ("checkpoint_final.pth", "checkpoint_latest.pth", CURVES_FILE):
-        if os.path.isfile(os.path.join(folder, name)):
-            return os.path.join(folder, name)
-    raise CMCLInputError(f"{folder} has no checkpoint_final.pth or checkpoint_latest.pth: arm {run['arm']} fold "
-                         f"{run['fold']} was not trained; train it or leave the run out")
-
-
-def _logging_of(path: str) -> dict:
-    """nnU-Net's per-epoch logging of a checkpoint, or of the curves file that holds it alone."""
-    if path.endswith(".json"):
-        with open(path) as f:
-            return json.load(f)
-    logging = load_checkpoint_safely(path).get("logging")
-    if not isinstance(logging, dict):
-        raise CMCLInputError(f"{path} has no 'logging' dict: it was not written by nnU-Net's trainer")
-    return logging
-
-
-def convergence(ema: list[float]) -> tuple[bool, float, float]:
-    """(converged, |ema[-1] - ema[k]|, max - min of ema[k:]) with k the first epoch of the last fifth."""
-    if len(ema) < 2:
-        return False, NAN, NAN
-    k = min(len(ema) * 4 // 5, len(ema) - 2)  # at least two epochs, so a change can show
-    tail = np.asarray(ema[k:], dtype=float)
-    change, spread = abs(float(tail[-1] - tail[0])), float(tail.max() - tail.min())
-    # NaN compares False: a curve with NaN at its end is not called converged
-    return bool(change < CONVERGENCE_TOLERANCE and spread < CONVERGENCE_TOLERANCE), change, spread
-
-
-def learning_curves(results_dataset_folder: str, plans: str, configuration: str, runs: list[dict]) -> list[dict]:
-    """Per run: its keys, the logged per-epoch lists and the convergence of the EMA pseudo Dice."""
-    curves = []
-    for run in runs:
-        _check_run(run)
-        path = _checkpoint_of(results_dataset_folder, plans, configuration, run)
-        logging = _logging_of(path)
-        lists = {k: [float(x) for x in logging.get(k, [])]
-                 for k in ("ema_fg_dice", "mean_fg_dice", "train_losses", "val_losses")}
-        converged, change, spread = convergence(lists["ema_fg_dice"])
-        # relative to the dataset's results folder: a committed report names no machine's paths
-        curves.append({**run, **lists, "checkpoint": os.path.relpath(path, results_dataset_folder),
-                       "epochs": len(lists["ema_fg_dice"]),
-                       "converged": converged, "last_fifth_change": change, "last_fifth_range": spread})
-    return curves

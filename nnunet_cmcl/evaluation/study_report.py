@@ -31,7 +31,7 @@ from nnunet_cmcl.evaluation.formatting import (DASH, diff_cell, dice_cell, forma
                                                is_nan, nan_to_none, wtl_cell)
 from nnunet_cmcl.evaluation.missing_report import missing_section, write_missing_figures
 from nnunet_cmcl.evaluation.paired_differences import plot_paired_differences
-from nnunet_cmcl.evaluation.stats import CONVERGENCE_TOLERANCE
+from nnunet_cmcl.evaluation.curves import CONVERGENCE_TOLERANCE
 
 COLUMNS = ("n_labeled", "fractions", "class", "class_name", "arm", "kind", "against", "seeds", "dice", "dice_ci_low",
            "dice_ci_high", "n_dice", "n_dice_nan", "diff", "ci_low", "ci_high", "seed_diffs", "wins", "ties",

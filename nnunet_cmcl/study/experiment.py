@@ -188,6 +188,13 @@ def pairs_among(controls: dict[str, str], arms: set[str]) -> dict[str, str]:
     return {arm: other for arm, other in controls.items() if arm in arms and other in arms}
 
 
+def with_labeled_subsets(runs: list[dict], name: str) -> list[dict]:
+    """Each run's record with the labeled cases it trained on (its fold's training cases in nnU-Net's
+    splits_final.json): the statistics refuse to pair runs of other subsets, and leave out an A/A across them."""
+    splits = load_json(join(nnUNet_preprocessed, name, "splits_final.json"))
+    return [{**run, "labeled": " ".join(sorted(splits[run["fold"]]["train"]))} for run in runs]
+
+
 def report_experiment(name: str, configuration: str, plans: str, runs: list[Run], arms: list[Arm],
                       study: str = "experiment", missing: dict[str, str] | None = None,
                       missing_seeds: list | None = None, missing_arms: tuple[str, ...] = (),
@@ -200,12 +207,13 @@ def report_experiment(name: str, configuration: str, plans: str, runs: list[Run]
     reconstruction arm, the goal checked (evaluation/goal.py), into goal.md."""
     from nnunet_cmcl.evaluation.compare import class_names
     from nnunet_cmcl.evaluation.goal import goal_markdown, goal_of, write_goal
-    from nnunet_cmcl.evaluation.stats import learning_curves, load_records, study_statistics
+    from nnunet_cmcl.evaluation.curves import learning_curves
+    from nnunet_cmcl.evaluation.stats import load_records, study_statistics
     from nnunet_cmcl.evaluation.study_report import format_study_table, write_study_report
 
     results = join(str(nnUNet_results), name)
     segmentation = [r.record() for r in runs if r.kind == "segmentation"]
-    records = load_records(results, plans, configuration, segmentation)
+    records = load_records(results, plans, configuration, with_labeled_subsets(segmentation, name))
     controls = {a.label: a.control for a in arms if a.control}
     result = study_statistics(records, arms[0].label, controls=controls)
     names = class_names(load_json(join(nnUNet_preprocessed, name, "dataset.json")))
@@ -213,7 +221,8 @@ def report_experiment(name: str, configuration: str, plans: str, runs: list[Run]
     if missing:
         from nnunet_cmcl.evaluation.missing_report import ALL_MODALITIES, mean_over_conditions
 
-        at_all_labels = [r.record() for r in missing_runs(runs, missing_seeds, missing_arms)]
+        at_all_labels = with_labeled_subsets([r.record() for r in missing_runs(runs, missing_seeds, missing_arms)],
+                                             name)
         chosen = {(r["trainer"], r["fold"]) for r in at_all_labels}
         by_condition = {ALL_MODALITIES: study_statistics(
             [r for r in records if (r["trainer"], r["fold"]) in chosen], arms[0].label)}

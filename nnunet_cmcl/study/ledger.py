@@ -25,7 +25,7 @@ from nnunet_cmcl.atomic import write_json_atomically
 from nnunet_cmcl.checkpoints import load_checkpoint_safely
 from nnunet_cmcl.errors import CMCLInputError
 from nnunet_cmcl.evaluation.missing import FOLDER_PREFIX
-from nnunet_cmcl.evaluation.stats import CURVES_FILE
+from nnunet_cmcl.evaluation.curves import CURVES_FILE
 from nnunet_cmcl.run_settings import SETTINGS_FILE
 from nnunet_cmcl.study.plan import Run
 from nnunet_cmcl.study.run_progress import LOG_NAME

@@ -14,7 +14,8 @@ from nnunet_cmcl.errors import CMCLInputError
 from nnunet_cmcl.naming import trainer_folder
 from nnunet_cmcl.evaluation.compare import bootstrap_ci, class_names, overall_dice, wilcoxon_p
 from nnunet_cmcl.evaluation.paired_differences import plot_paired_differences, read_study_rows
-from nnunet_cmcl.evaluation.stats import hierarchical_bootstrap_ci, learning_curves, load_records, study_statistics
+from nnunet_cmcl.evaluation.curves import learning_curves
+from nnunet_cmcl.evaluation.stats import hierarchical_bootstrap_ci, load_records, study_statistics
 from nnunet_cmcl.evaluation.study_report import format_study_table, write_study_report
 
 PLANS, CONFIG = "nnUNetPlans", "3d_fullres"
@@ -153,6 +154,22 @@ def test_aa_row_with_one_seed_says_it_needs_two():
     values = {k: v for k, v in VALUES.items() if k[1] == 0}
     aa = _row(study_statistics(_records(values), "base", n_bootstrap=200), "base", "mean", "aa")
     assert "at least 2 seeds" in aa["note"] and math.isnan(aa["diff"]) and math.isnan(aa["ci_low"])
+
+
+def test_aa_row_is_left_out_where_the_seeds_train_on_their_own_labeled_subsets():
+    subset = {0: "c1 c2", 1: "c3 c4"}  # each seed its own labeled cases, every arm of a seed the same ones
+    own = [{**r, "labeled": subset[r["seed"]]} for r in _records()]
+    result = study_statistics(own, "base", n_bootstrap=200)
+    aa = _row(result, "base", "mean", "aa")
+    assert math.isnan(aa["diff"]) and math.isnan(aa["ci_low"]) and "own labeled subset" in aa["note"]
+    assert _row(result, "cand", "1")["diff"] == pytest.approx(0.05)  # the paired arms are unaffected
+    shared = [{**r, "labeled": "c1 c2"} for r in _records()]  # all labeled: one subset, an A/A of training noise
+    aa = _row(study_statistics(shared, "base", n_bootstrap=200), "base", "mean", "aa")
+    assert not math.isnan(aa["ci_low"]) and aa["note"] == ""
+    crossed = [{**r, "labeled": "c5 c6" if (r["arm"], r["seed"]) == ("cand", 1) else subset[r["seed"]]}
+               for r in _records()]
+    message = _one_line_error(crossed)
+    assert "cand trained on other labeled cases than baseline base" in message and "seed 1" in message
 
 
 def _one_line_error(records, baseline="base") -> str:

@@ -93,3 +93,14 @@ def test_the_runs_validated_without_modalities_are_the_all_labels_runs_of_the_se
     # the report pairs an arm with its control there only where both were validated
     controls = {"CMCL + dropout": "nnU-Net", "CMCL": "nnU-Net + dropout"}
     assert pairs_among(controls, {r.arm for r in chosen}) == {"CMCL + dropout": "nnU-Net"}
+
+
+def test_each_seed_names_its_own_labeled_subset_and_all_labels_are_one(study, tmp_path, monkeypatch):
+    import nnunet_cmcl.study.experiment as experiment
+
+    monkeypatch.setattr(experiment, "nnUNet_preprocessed", str(tmp_path / "preprocessed"))
+    runs = plan_runs(NAME, "2d", "nnUNetPlans", [0], [0.25, 1.0], 0, ARMS[:1], [0, 1], labels_per_seed=True)
+    records = experiment.with_labeled_subsets([r.record() for r in runs], NAME)
+    labeled = {(r["n_labeled"], r["seed"]): r["labeled"].split() for r in records}
+    assert len(labeled[2, 0]) == 2 and labeled[2, 0] != labeled[2, 1]  # the A/A would pair subsets here
+    assert labeled[8, 0] == labeled[8, 1] == [f"case_{i:02d}" for i in range(8)]
