@@ -17,6 +17,7 @@ CONVERGENCE_TOLERANCE = 0.01
 # the per-epoch logging of a run's final checkpoint alone, where a study's ledger restored the run without weights
 CURVES_FILE = "cmcl_curves.json"
 
+
 def _checkpoint_of(results_dataset_folder: str, plans: str, configuration: str, run: dict) -> str:
     """The run's final (or latest) checkpoint, or the curves a study's ledger kept of it (study/ledger.py)."""
     folder = os.path.join(trainer_folder(results_dataset_folder, run["trainer"], plans, configuration),

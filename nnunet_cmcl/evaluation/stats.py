@@ -18,7 +18,9 @@ predicted by runs of the same seed. Per label regime, class key and "mean":
 - the A/A row pairs the baseline arm with itself, seed s against the next seed in sorted order (cyclically) on
   the same cases: the difference that training noise alone makes, the noise floor of every other row. Its mean
   diff is 0 by construction when every seed has every case (the rotation is a cycle); its CI and per-seed
-  differences are what to read.
+  differences are what to read. Records may name their labeled cases (``labeled``): where the seeds' differ, seed
+  against seed would measure the subsets, so the A/A row is left out; an arm paired with the baseline on other
+  labeled cases is refused.
 """
 from __future__ import annotations
 
