@@ -16,8 +16,7 @@ import os
 
 from nnunet_cmcl.atomic import write_text_atomically
 from nnunet_cmcl.evaluation.compare import MEAN
-from nnunet_cmcl.evaluation.formatting import (DASH, diff_cell, format_number, is_nan, nan_to_none, regime_seeds,
-                                               where_cell)
+from nnunet_cmcl.evaluation.formatting import DASH, diff_cell, format_number, is_nan, nan_to_none, where_cell
 
 DROPOUT_COST = 0.01  # docs/method.md: "the probabilities that cost at most 0.01 Dice with every modality present"
 
@@ -29,9 +28,8 @@ def _paired_rows(result: dict, arm: str, default: str, n_labeled=None, key: str 
 
 def _paired_decision(result: dict, arm: str, default: str, class_names: dict) -> dict:
     rows = [r for r in _paired_rows(result, arm, default) if not is_nan(r["ci_low"])]  # NaN: no CI, no test
-    seeds = regime_seeds(result)
-    ahead = [where_cell(r, class_names, seeds[r["n_labeled"]]) for r in rows if r["ci_low"] > 0]
-    behind = [where_cell(r, class_names, seeds[r["n_labeled"]]) for r in rows if r["ci_high"] < 0]
+    ahead = [where_cell(r, class_names) for r in rows if r["ci_low"] > 0]
+    behind = [where_cell(r, class_names) for r in rows if r["ci_high"] < 0]
     return {"arm": arm, "default": default, "rule": "paired", "comparisons": len(rows), "ahead": ahead,
             "behind": behind, "replaces_default": bool(ahead) and not behind}
 

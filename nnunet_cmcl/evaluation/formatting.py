@@ -62,24 +62,19 @@ def diff_cell(row: dict) -> str:
     return f"{format_number(row['diff'], '+.4f')} [{low}, {high}]"
 
 
-def regime_seeds(result: dict) -> dict:
-    """{n_labeled: the seeds its paired rows cover}: a partial report pairs a regime over the seeds whose every arm
-    there has finished, so the regimes of one report may cover other seeds."""
-    return {g["n_labeled"]: g["seeds"] for g in result["regimes"]}
-
-
-def regime_cell(n_labeled: int, seeds: list | None = None) -> str:
-    """'2 labeled (seeds 0, 1)'; '2 labeled' without seeds."""
+def regime_cell(row: dict) -> str:
+    """'2 labeled (seeds 0, 1)': a paired row's regime and the seeds it covers (a partial report pairs a regime
+    over the seeds whose every arm there has finished, so the regimes of one report may cover other seeds)."""
+    seeds = row.get("seeds") or []
     if not seeds:
-        return f"{n_labeled} labeled"
-    return f"{n_labeled} labeled (seed{'s' if len(seeds) > 1 else ''} {', '.join(str(s) for s in seeds)})"
+        return f"{row['n_labeled']} labeled"
+    return f"{row['n_labeled']} labeled (seed{'s' if len(seeds) > 1 else ''} {', '.join(str(s) for s in seeds)})"
 
 
-def where_cell(row: dict, class_names: dict, seeds: list | None = None) -> str:
-    """'2 labeled (seeds 0, 1), edema: +0.0123 [+0.0040, +0.0310]': a paired row's regime (with the seeds it
-    covers, where given), class and difference."""
-    return (f"{regime_cell(row['n_labeled'], seeds)}, {class_names.get(row['class'], row['class'])}: "
-            f"{diff_cell(row)}")
+def where_cell(row: dict, class_names: dict) -> str:
+    """'2 labeled (seeds 0, 1), edema: +0.0123 [+0.0040, +0.0310]': a paired row's regime with its seeds, class
+    and difference."""
+    return f"{regime_cell(row)}, {class_names.get(row['class'], row['class'])}: {diff_cell(row)}"
 
 
 def wtl_cell(row: dict) -> str:

@@ -17,8 +17,7 @@ import os
 
 from nnunet_cmcl.atomic import write_text_atomically
 from nnunet_cmcl.evaluation.compare import MEAN
-from nnunet_cmcl.evaluation.formatting import (DASH, diff_cell, is_nan, nan_to_none, regime_cell, regime_seeds,
-                                               where_cell)
+from nnunet_cmcl.evaluation.formatting import DASH, diff_cell, is_nan, nan_to_none, regime_cell, where_cell
 from nnunet_cmcl.evaluation.stats import study_statistics
 
 GOAL_GAIN = 0.02  # the field's gains from pretraining with few labels: about +2 to +3 Dice (docs/method.md)
@@ -41,11 +40,10 @@ def _tested(row: dict) -> bool:
     return not is_nan(row["ci_low"])  # NaN: too few units for a CI
 
 
-def _criterion(name: str, rows: list[dict], met: bool, wanted: str, seeds: dict) -> dict:
-    """A criterion's verdict and its comparisons, each naming the seeds it covers (``seeds``: regime_seeds)."""
+def _criterion(name: str, rows: list[dict], met: bool, wanted: str) -> dict:
+    """A criterion's verdict and its comparisons, each naming the seeds it covers."""
     return {"criterion": name, "wanted": wanted, "met": met,
-            "comparisons": [f"{regime_cell(r['n_labeled'], seeds.get(r['n_labeled']))}: {diff_cell(r)}"
-                            for r in rows]}
+            "comparisons": [f"{regime_cell(r)}: {diff_cell(r)}" for r in rows]}
 
 
 def check_goal(result: dict, versus_reconstruction: dict | None, class_names: dict) -> dict:
@@ -53,26 +51,24 @@ def check_goal(result: dict, versus_reconstruction: dict | None, class_names: di
     ``reconstruction_records`` with reconstruction as its baseline (None: no regime both ran). Returns the three
     criteria and the regions; a criterion without a tested comparison (too few runs yet) is not met."""
     baseline, regimes = result["baseline_arm"], [g["n_labeled"] for g in result["regimes"]]
-    seeds = regime_seeds(result)
     rows = {r["n_labeled"]: r for r in _mean_rows(result, METHOD) if _tested(r)}
     fewest, most = rows.get(min(regimes)), rows.get(max(regimes))  # None: CMCL has no tested runs there
     few = _criterion("few labels", [fewest] if fewest else [],
                      bool(fewest) and fewest["diff"] >= GOAL_GAIN and fewest["ci_low"] > 0,
-                     f"CMCL - {baseline} >= +{GOAL_GAIN} with the fewest labeled cases, its CI excluding 0", seeds)
+                     f"CMCL - {baseline} >= +{GOAL_GAIN} with the fewest labeled cases, its CI excluding 0")
     every = _criterion("all labels", [most] if most else [], bool(most) and most["ci_high"] >= 0,
-                       f"CMCL - {baseline} with every labeled case: not behind with a CI excluding 0", seeds)
+                       f"CMCL - {baseline} with every labeled case: not behind with a CI excluding 0")
     paired = [r for r in _mean_rows(versus_reconstruction, METHOD) if _tested(r)] if versus_reconstruction else []
     ahead = any(r["ci_low"] > 0 for r in paired) and not any(r["ci_high"] < 0 for r in paired)
     recon = _criterion("reconstruction", paired, ahead,
-                       "CMCL - reconstruction ahead with a CI excluding 0 in a regime, behind in none",
-                       regime_seeds(versus_reconstruction) if versus_reconstruction else {})
+                       "CMCL - reconstruction ahead with a CI excluding 0 in a regime, behind in none")
     regions = {"ahead": [], "behind": []}
     for r in result["rows"]:
         if r["kind"] == "arm" and r["arm"] == METHOD and r["class"] != MEAN and _tested(r):
             if r["ci_low"] > 0:
-                regions["ahead"].append(where_cell(r, class_names, seeds[r["n_labeled"]]))
+                regions["ahead"].append(where_cell(r, class_names))
             elif r["ci_high"] < 0:
-                regions["behind"].append(where_cell(r, class_names, seeds[r["n_labeled"]]))
+                regions["behind"].append(where_cell(r, class_names))
     criteria = [few, every, recon]
     return {"criteria": criteria, "met": all(c["met"] for c in criteria), "regions": regions,
             "seeds": sorted({str(s) for g in result["regimes"] for s in g["seeds"]})}

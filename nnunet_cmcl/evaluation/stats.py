@@ -235,13 +235,12 @@ def _other_subsets(subsets: dict, seeds: list) -> bool:
 
 
 def _aa_row(base: dict, n_bootstrap: int, rng_seed: int, other_subsets: bool = False) -> dict:
-    if len(base) < 2:
-        return {**_arm_dice({}, n_bootstrap, rng_seed),
-                **_no_diff(f"A/A needs at least 2 seeds; this regime has {len(base)}")}
-    if other_subsets:  # seed against seed would be subset against subset: far wider than training noise
-        return {**_arm_dice({}, n_bootstrap, rng_seed),
-                **_no_diff("no A/A: each seed trains on its own labeled subset here, so seed against seed measures "
-                           "the subsets, not the noise floor")}
+    # other subsets: seed against seed would be subset against subset, far wider than training noise
+    why_not = (f"A/A needs at least 2 seeds; this regime has {len(base)}" if len(base) < 2 else
+               "no A/A: each seed trains on its own labeled subset here, so seed against seed measures the subsets, "
+               "not the noise floor" if other_subsets else None)
+    if why_not:
+        return {**_arm_dice({}, n_bootstrap, rng_seed), **_no_diff(why_not)}
     pairs, unpaired = _rotated_pairs(base)
     row = {**_arm_dice({}, n_bootstrap, rng_seed), **_paired(pairs, n_bootstrap, rng_seed)}
     if unpaired:

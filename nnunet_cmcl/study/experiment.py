@@ -212,8 +212,9 @@ def report_experiment(name: str, configuration: str, plans: str, runs: list[Run]
     from nnunet_cmcl.evaluation.study_report import format_study_table, write_study_report
 
     results = join(str(nnUNet_results), name)
-    segmentation = [r.record() for r in runs if r.kind == "segmentation"]
-    records = load_records(results, plans, configuration, with_labeled_subsets(segmentation, name))
+    plain = [r.record() for r in runs if r.kind == "segmentation"]
+    segmentation = with_labeled_subsets(plain, name)  # the curves in study.json go without the case lists
+    records = load_records(results, plans, configuration, segmentation)
     controls = {a.label: a.control for a in arms if a.control}
     result = study_statistics(records, arms[0].label, controls=controls)
     names = class_names(load_json(join(nnUNet_preprocessed, name, "dataset.json")))
@@ -221,9 +222,8 @@ def report_experiment(name: str, configuration: str, plans: str, runs: list[Run]
     if missing:
         from nnunet_cmcl.evaluation.missing_report import ALL_MODALITIES, mean_over_conditions
 
-        at_all_labels = with_labeled_subsets([r.record() for r in missing_runs(runs, missing_seeds, missing_arms)],
-                                             name)
-        chosen = {(r["trainer"], r["fold"]) for r in at_all_labels}
+        chosen = {(r.trainer, int(r.fold)) for r in missing_runs(runs, missing_seeds, missing_arms)}
+        at_all_labels = [r for r in segmentation if (r["trainer"], r["fold"]) in chosen]
         by_condition = {ALL_MODALITIES: study_statistics(
             [r for r in records if (r["trainer"], r["fold"]) in chosen], arms[0].label)}
         absent = {c: load_records(results, plans, configuration, at_all_labels, v) for c, v in missing.items()}
@@ -233,7 +233,7 @@ def report_experiment(name: str, configuration: str, plans: str, runs: list[Run]
             over_conditions = study_statistics(mean_over_conditions(absent), arms[0].label,
                                                controls=pairs_among(controls, {r["arm"] for r in at_all_labels}))
     output = join(results, "cmcl_studies", f"{study}__{plans}__{configuration}")
-    paths = write_study_report(result, output, names, learning_curves(results, plans, configuration, segmentation),
+    paths = write_study_report(result, output, names, learning_curves(results, plans, configuration, plain),
                                by_condition, finished_durations(runs), over_conditions)
     text = format_study_table(result, names)
     if decide:
