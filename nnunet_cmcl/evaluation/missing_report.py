@@ -64,6 +64,15 @@ def largest_regime_rows(result: dict, key: str = MEAN) -> dict[str, dict]:
     return {r["arm"]: r for r in rows}
 
 
+def _largest_regime(missing: dict) -> str:
+    """'16 labeled cases, seed 0': the regime validated without modalities and its seeds, which may be fewer than
+    the study's (the first seed only, where each costs a validation per condition)."""
+    n_labeled = max(g["n_labeled"] for res in missing.values() for g in res["regimes"])
+    seeds = sorted({str(s) for res in missing.values() for g in res["regimes"] if g["n_labeled"] == n_labeled
+                    for s in g["seeds"]})
+    return f"{n_labeled} labeled cases, seed{'s' if len(seeds) > 1 else ''} {', '.join(seeds)}"
+
+
 def _arms(missing: dict) -> list[str]:
     return list(dict.fromkeys(a for res in missing.values() for a in res["arms"]))
 
@@ -93,7 +102,7 @@ def missing_section(missing: dict, over_subsets: dict | None = None) -> list[str
     """study.md's section: the mean over the absent conditions (when given), then each condition's Dice."""
     conditions, arms = list(missing), _arms(missing)
     rows = {c: largest_regime_rows(missing[c]) for c in conditions}
-    lines = ["## Missing modalities (largest label regime)", ""]
+    lines = [f"## Missing modalities ({_largest_regime(missing)})", ""]
     if over_subsets is not None:
         lines += _over_subsets_table(over_subsets, len(_absent_conditions(missing)))
     lines += ["Class-mean Dice [CI] per condition (missing_heatmap.png has every class):", "",

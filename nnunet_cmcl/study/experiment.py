@@ -286,12 +286,10 @@ def evaluate_missing_modalities(name: str, configuration: str, plans: str, runs:
     validated once per absent condition: a modality name alone, or a tuple of modalities absent together; those
     done are skipped (also a run restored from a study's ledger with its summaries). Returns
     {'missing <A>' or 'missing <A>+<B>': validation folder name} for report_experiment."""
-    from nnunet_cmcl.evaluation.missing import (SEPARATOR, absent_subsets, checked_subset, modality_channels,
-                                                validation_folder)
+    from nnunet_cmcl.evaluation.missing import absent_subsets, modality_channels, validation_folder
 
     known = modality_channels(load_json(join(nnUNet_preprocessed, name, "dataset.json"))["channel_names"])
-    # in channel order, as evaluate_missing_subsets names the folders; checked before the first evaluation
-    subsets = list(dict.fromkeys(checked_subset(known, [m] if isinstance(m, str) else m, name) for m in modalities))
+    subsets = _absent_conditions(name, modalities)  # checked before the first evaluation
     selections = [["--subsets", "all"]] if set(subsets) == set(absent_subsets(list(known))) else \
         [["--drop", *s] for s in subsets]
     chosen = missing_runs(runs, seeds, arms)
@@ -308,6 +306,34 @@ def evaluate_missing_modalities(name: str, configuration: str, plans: str, runs:
             command = [console_script("nnunet-cmcl"), "evaluate-missing", "-d", name, "-c",
                        configuration, "-tr", run.trainer, "-f", run.fold, "-p", plans, "-device", device, *selection]
             _run_printing_progress(command, head)
+    return _conditions(subsets)
+
+
+def evaluated_without_modalities(name: str, runs: list[Run], modalities: list[str] | list[tuple[str, ...]],
+                                 seeds: list | None = None, arms: tuple[str, ...] = ()) -> dict[str, str] | None:
+    """The conditions evaluate_missing_modalities returns, once every run they cover has been validated under
+    each of them; None before. Evaluates nothing: for a report while the study runs."""
+    from nnunet_cmcl.evaluation.missing import validation_folder
+
+    subsets = _absent_conditions(name, modalities)
+    chosen = missing_runs(runs, seeds, arms)
+    evaluated = all(isfile(join(r.fold_folder, validation_folder(s), "summary.json")) for r in chosen for s in subsets)
+    return _conditions(subsets) if chosen and evaluated else None
+
+
+def _absent_conditions(name: str, modalities: list[str] | list[tuple[str, ...]]) -> list[tuple[str, ...]]:
+    """Each condition (a modality name alone, or a tuple absent together) checked against the dataset's modalities
+    and in channel order, as evaluate_missing_subsets names the validation folders."""
+    from nnunet_cmcl.evaluation.missing import checked_subset, modality_channels
+
+    known = modality_channels(load_json(join(nnUNet_preprocessed, name, "dataset.json"))["channel_names"])
+    return list(dict.fromkeys(checked_subset(known, [m] if isinstance(m, str) else m, name) for m in modalities))
+
+
+def _conditions(subsets: list[tuple[str, ...]]) -> dict[str, str]:
+    """{'missing <A>' or 'missing <A>+<B>': the validation folder evaluated without them} for report_experiment."""
+    from nnunet_cmcl.evaluation.missing import SEPARATOR, validation_folder
+
     return {f"missing {SEPARATOR.join(s)}": validation_folder(s) for s in subsets}
 
 

@@ -260,8 +260,7 @@ def run_study(preset: Preset | str, workdir: str, device: str = "cpu", report_on
     arms = list(preset.arms)
     name, runs = plan_experiment(study, preset.configuration, STUDY_PLANS, [0], None, 0, arms,
                                  list(preset.train_seeds), list(preset.labeled), pool, preset.labels_per_seed)
-    # the first seed only: the other seeds would triple the cost and the table already has their noise floor
-    seeds, subsets = list(preset.train_seeds[:1]), missing_subsets(study, list(preset.absent))
+    seeds, subsets = missing_seeds(preset), missing_subsets(study, list(preset.absent))
     without_modalities = missing_runs(runs, seeds, preset.missing_arms)
     if ledger:
         restored = restore_runs(runs, ledger)
@@ -286,14 +285,16 @@ def run_study(preset: Preset | str, workdir: str, device: str = "cpu", report_on
 def report_finished(preset: Preset, ledger: str | None = None) -> str:
     """The report of the preset's study so far, written to its own folder (``preset_<name>_partial``), while the
     study runs or between its parts: of each label regime, the seeds whose runs have all finished (every arm is
-    paired with the first arm seed by seed, so a seed some arm has not finished is left out whole); no
-    missing-modality conditions (the study validates them last). Refused before the study has its data or one
-    such seed. ``ledger``: its kept runs are restored into the workdir first."""
+    paired with the first arm seed by seed, so a seed some arm has not finished is left out whole); the
+    missing-modality conditions once every run they cover has been validated under each (evaluated nothing here).
+    Refused before the study has its data or one such seed. ``ledger``: its kept runs are restored into the
+    workdir first."""
     from batchgenerators.utilities.file_and_folder_operations import isfile, join
     from nnunetv2.paths import nnUNet_preprocessed
 
     from nnunet_cmcl.naming import dataset_name
-    from nnunet_cmcl.study.experiment import plan_experiment, report_experiment
+    from nnunet_cmcl.study.experiment import (evaluated_without_modalities, missing_runs, missing_subsets,
+                                              plan_experiment, report_experiment)
 
     command = f"nnunet-cmcl study --preset {preset.name} --workdir DIR"
     study = f"Dataset{preset.dataset_id:03d}_{preset.study_name}"  # as write_data names it
@@ -314,12 +315,26 @@ def report_finished(preset: Preset, ledger: str | None = None) -> str:
     if not complete:
         raise CMCLInputError(f"no label regime has all its runs of one seed finished yet ({len(finished)} of "
                              f"{len(segmentation)} runs): let `{command}` run longer")
+    seeds, without = missing_seeds(preset), missing_runs(segmentation, missing_seeds(preset), preset.missing_arms)
+    missing = evaluated_without_modalities(study, segmentation, missing_subsets(study, list(preset.absent)), seeds,
+                                           preset.missing_arms)
+    if missing and not all(r in complete for r in without):
+        missing = None  # its regime has an arm still training: the report pairs no run of that regime yet
     text = report_experiment(name, preset.configuration, STUDY_PLANS, complete, arms_with_runs(arms, complete),
-                             f"preset_{preset.name}_partial")
-    seeds = sorted({(r.n_labeled, r.seed) for r in complete})
+                             f"preset_{preset.name}_partial", missing, seeds, preset.missing_arms)
+    regimes = sorted({(r.n_labeled, r.seed) for r in complete})
+    conditions = (f"{len(missing)} absent-modality condition{'s' if len(missing) > 1 else ''} (seed "
+                  f"{', '.join(map(str, seeds))}, {without[0].n_labeled} labeled)" if missing
+                  else "no missing-modality conditions yet")
     return (f"partial: {len(finished)} of {len(segmentation)} segmentation runs finished; reported: {len(complete)}, "
-            f"the seeds every arm has finished ({', '.join(f'{n} labeled seed {s}' for n, s in seeds)}); no "
-            f"missing-modality conditions yet\n{text}")
+            f"the seeds every arm has finished ({', '.join(f'{n} labeled seed {s}' for n, s in regimes)}); "
+            f"{conditions}\n{text}")
+
+
+def missing_seeds(preset: Preset) -> list:
+    """The training seeds whose all-labels runs are validated without modalities: the first only, as the other
+    seeds would triple the cost and the table already has their noise floor."""
+    return list(preset.train_seeds[:1])
 
 
 def arms_with_runs(arms: list[Arm], runs: list) -> list[Arm]:

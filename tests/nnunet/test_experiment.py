@@ -210,9 +210,10 @@ def _report_only(env: dict, workdir: str) -> subprocess.CompletedProcess:
 def test_a_partial_report_covers_the_finished_runs_and_trains_nothing(study, tmp_path):
     env, _ = study
     # as while the study runs: the second seed's CMCL run has not finished (no validation summary yet)
-    regime = next(i for i, s in enumerate(load_json(join(env["nnUNet_preprocessed"], STUDY, "splits_final.json")))
-                  if s.get("cmcl_fraction") == 0.5 and s.get("cmcl_seed") == 1 and "cmcl_train_seed" not in s)
-    summary = join(_fold_folder(env, STUDY, FINETUNER, _seeded(env, STUDY)[(regime, 1)]), "validation",
+    regimes = {s["cmcl_seed"]: i for i, s in enumerate(load_json(join(env["nnUNet_preprocessed"], STUDY,
+                                                                      "splits_final.json")))
+               if s.get("cmcl_fraction") == 0.5 and "cmcl_train_seed" not in s}
+    summary = join(_fold_folder(env, STUDY, FINETUNER, _seeded(env, STUDY)[(regimes[1], 1)]), "validation",
                    "summary.json")
     os.rename(summary, summary + ".hidden")
     try:
@@ -222,11 +223,22 @@ def test_a_partial_report_covers_the_finished_runs_and_trains_nothing(study, tmp
         os.rename(summary + ".hidden", summary)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "partial: 3 of 4 segmentation runs finished; reported: 2, the seeds every arm has finished (2 labeled " \
-           "seed 0)" in proc.stdout and "[study tiny" not in proc.stdout
+           "seed 0); 1 absent-modality condition (seed 0, 2 labeled)" in proc.stdout and "[study tiny" not in proc.stdout
     report = join(env["nnUNet_results"], STUDY, "cmcl_studies", f"preset_tiny_partial__{PLANS}__2d")
-    rows = json.load(open(join(report, "study.json")))["rows"]
-    mean_cmcl = next(r for r in rows if r["class"] == "mean" and r["arm"] == "CMCL")
+    data = json.load(open(join(report, "study.json")))
+    mean_cmcl = next(r for r in data["rows"] if r["class"] == "mean" and r["arm"] == "CMCL")
     assert {d["seed"] for d in mean_cmcl["seed_diffs"]} == {0}  # seed 1 left out of both arms
+    assert "missing T2" in data["missing_modality"]  # seed 0's runs were validated without T2 as they finished
+    # a run of seed 0 not yet validated without T2: the partial report leaves the condition out, evaluating nothing
+    absent = join(_fold_folder(env, STUDY, BASELINE, _seeded(env, STUDY)[(regimes[0], 0)]), "validation_missing_T2",
+                  "summary.json")
+    os.rename(absent, absent + ".hidden")
+    try:
+        proc = _report_only(env, os.path.dirname(env["nnUNet_raw"]))
+        assert not os.path.exists(absent)
+    finally:
+        os.rename(absent + ".hidden", absent)
+    assert proc.returncode == 0 and "seed 1); no missing-modality conditions yet" in proc.stdout
     # before the study has its data, the same command says what to run first
     empty = _report_only({**env, **{k: str(tmp_path / k) for k in ("nnUNet_raw", "nnUNet_preprocessed",
                                                                     "nnUNet_results")}}, str(tmp_path))

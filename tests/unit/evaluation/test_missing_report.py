@@ -52,6 +52,11 @@ def test_the_report_pairs_the_mean_over_conditions_against_the_baseline(tmp_path
     assert cand["diff"] == pytest.approx(0.1) and cand["ci_low"] == pytest.approx(0.1)
     lines = "\n".join(missing_section(missing, over))
     assert "Mean over the 3 absent-modality conditions" in lines and "| missing T1+T2 |" in lines
+    assert lines.startswith("## Missing modalities (8 labeled cases, seeds 0, 1)")
+    # validated on the first seed only, as the presets do: the heading says so
+    one_seed = {c: study_statistics([r for r in _records(0) if r["seed"] == 0], "base", n_bootstrap=50)
+                for c in (ALL_MODALITIES, "missing T1")}
+    assert missing_section(one_seed)[0] == "## Missing modalities (8 labeled cases, seed 0)"
     assert lines.index(f"| {ALL_MODALITIES} |") < lines.index("| missing T1 |")
     paths = write_study_report(missing[ALL_MODALITIES], str(tmp_path), {"1": "edema", "2": "tumor", "mean": "mean"},
                                None, missing, None, over)
