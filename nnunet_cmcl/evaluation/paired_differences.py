@@ -76,7 +76,7 @@ def _panel(ax, n_labeled, regime: dict, arms: list[str]) -> None:
     if not (math.isnan(aa_low) or math.isnan(aa_high)):
         ax.axvspan(aa_low, aa_high, color="0.85", zorder=0)
     else:  # one seed, or seeds on labeled subsets of their own (stats.py): no A/A row to read the noise from
-        ax.text(0.02, 0.02, "no A/A noise floor (one seed, or a labeled subset per seed)", transform=ax.transAxes,
+        ax.text(0.02, 0.02, "no A/A noise floor\n(one seed, or a labeled subset per seed)", transform=ax.transAxes,
                 fontsize=7, color="0.4")
     ax.axvline(0, color="black", linewidth=0.8, zorder=1)
     labels = []
