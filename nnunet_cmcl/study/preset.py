@@ -260,7 +260,7 @@ def run_study(preset: Preset | str, workdir: str, device: str = "cpu", report_on
     arms = list(preset.arms)
     name, runs = plan_experiment(study, preset.configuration, STUDY_PLANS, [0], None, 0, arms,
                                  list(preset.train_seeds), list(preset.labeled), pool, preset.labels_per_seed)
-    seeds, subsets = missing_seeds(preset), missing_subsets(study, list(preset.absent))
+    seeds, subsets = seeds_without_modalities(preset), missing_subsets(study, list(preset.absent))
     without_modalities = missing_runs(runs, seeds, preset.missing_arms)
     if ledger:
         restored = restore_runs(runs, ledger)
@@ -315,7 +315,8 @@ def report_finished(preset: Preset, ledger: str | None = None) -> str:
     if not complete:
         raise CMCLInputError(f"no label regime has all its runs of one seed finished yet ({len(finished)} of "
                              f"{len(segmentation)} runs): let `{command}` run longer")
-    seeds, without = missing_seeds(preset), missing_runs(segmentation, missing_seeds(preset), preset.missing_arms)
+    seeds = seeds_without_modalities(preset)
+    without = missing_runs(segmentation, seeds, preset.missing_arms)
     missing = evaluated_without_modalities(study, segmentation, missing_subsets(study, list(preset.absent)), seeds,
                                            preset.missing_arms)
     if missing and not all(r in complete for r in without):
@@ -331,7 +332,7 @@ def report_finished(preset: Preset, ledger: str | None = None) -> str:
             f"{conditions}\n{text}")
 
 
-def missing_seeds(preset: Preset) -> list:
+def seeds_without_modalities(preset: Preset) -> list:
     """The training seeds whose all-labels runs are validated without modalities: the first only, as the other
     seeds would triple the cost and the table already has their noise floor."""
     return list(preset.train_seeds[:1])
