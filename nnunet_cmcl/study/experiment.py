@@ -289,7 +289,7 @@ def evaluate_missing_modalities(name: str, configuration: str, plans: str, runs:
     from nnunet_cmcl.evaluation.missing import absent_subsets, modality_channels, validation_folder
 
     known = modality_channels(load_json(join(nnUNet_preprocessed, name, "dataset.json"))["channel_names"])
-    subsets = _absent_conditions(name, modalities)  # checked before the first evaluation
+    subsets = _absent_conditions(known, modalities, name)  # checked before the first evaluation
     selections = [["--subsets", "all"]] if set(subsets) == set(absent_subsets(list(known))) else \
         [["--drop", *s] for s in subsets]
     chosen = missing_runs(runs, seeds, arms)
@@ -309,24 +309,24 @@ def evaluate_missing_modalities(name: str, configuration: str, plans: str, runs:
     return _conditions(subsets)
 
 
-def evaluated_without_modalities(name: str, runs: list[Run], modalities: list[str] | list[tuple[str, ...]],
-                                 seeds: list | None = None, arms: tuple[str, ...] = ()) -> dict[str, str] | None:
-    """The conditions evaluate_missing_modalities returns, once every run they cover has been validated under
-    each of them; None before. Evaluates nothing: for a report while the study runs."""
-    from nnunet_cmcl.evaluation.missing import validation_folder
+def evaluated_without_modalities(name: str, chosen: list[Run],
+                                 modalities: list[str] | list[tuple[str, ...]]) -> dict[str, str] | None:
+    """The conditions evaluate_missing_modalities returns, once every run it validates (``chosen``, by
+    missing_runs) has been validated under each of them; None before. Evaluates nothing: for a report while the
+    study runs."""
+    from nnunet_cmcl.evaluation.missing import modality_channels, validation_folder
 
-    subsets = _absent_conditions(name, modalities)
-    chosen = missing_runs(runs, seeds, arms)
+    known = modality_channels(load_json(join(nnUNet_preprocessed, name, "dataset.json"))["channel_names"])
+    subsets = _absent_conditions(known, modalities, name)
     evaluated = all(isfile(join(r.fold_folder, validation_folder(s), "summary.json")) for r in chosen for s in subsets)
     return _conditions(subsets) if chosen and evaluated else None
 
 
-def _absent_conditions(name: str, modalities: list[str] | list[tuple[str, ...]]) -> list[tuple[str, ...]]:
+def _absent_conditions(known: dict, modalities: list[str] | list[tuple[str, ...]], name: str) -> list[tuple[str, ...]]:
     """Each condition (a modality name alone, or a tuple absent together) checked against the dataset's modalities
-    and in channel order, as evaluate_missing_subsets names the validation folders."""
-    from nnunet_cmcl.evaluation.missing import checked_subset, modality_channels
+    (``known``: modality_channels) and in channel order, as evaluate_missing_subsets names the validation folders."""
+    from nnunet_cmcl.evaluation.missing import checked_subset
 
-    known = modality_channels(load_json(join(nnUNet_preprocessed, name, "dataset.json"))["channel_names"])
     return list(dict.fromkeys(checked_subset(known, [m] if isinstance(m, str) else m, name) for m in modalities))
 
 

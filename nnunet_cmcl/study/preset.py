@@ -317,10 +317,9 @@ def report_finished(preset: Preset, ledger: str | None = None) -> str:
                              f"{len(segmentation)} runs): let `{command}` run longer")
     seeds = seeds_without_modalities(preset)
     without = missing_runs(segmentation, seeds, preset.missing_arms)
-    missing = evaluated_without_modalities(study, segmentation, missing_subsets(study, list(preset.absent)), seeds,
-                                           preset.missing_arms)
-    if missing and not all(r in complete for r in without):
-        missing = None  # its regime has an arm still training: the report pairs no run of that regime yet
+    # none while its regime has an arm still training: the report pairs no run of that regime yet
+    missing = evaluated_without_modalities(study, without, missing_subsets(study, list(preset.absent))) \
+        if all(r in complete for r in without) else None
     text = report_experiment(name, preset.configuration, STUDY_PLANS, complete, arms_with_runs(arms, complete),
                              f"preset_{preset.name}_partial", missing, seeds, preset.missing_arms)
     regimes = sorted({(r.n_labeled, r.seed) for r in complete})
