@@ -34,10 +34,15 @@ def _paired_decision(result: dict, arm: str, default: str, class_names: dict) ->
             "behind": behind, "replaces_default": bool(ahead) and not behind}
 
 
+def _cost(result: dict, arm: str, n_labeled: int) -> dict | None:
+    """The arm's mean-Dice row against the study's baseline arm, every modality present."""
+    return next((r for r in result["rows"] if r["kind"] == "arm" and r["arm"] == arm and r["class"] == MEAN
+                 and r["n_labeled"] == n_labeled), None)
+
+
 def _dropout_decision(result: dict, over_conditions: dict, arm: str, default: str, class_names: dict) -> dict:
     largest = max(g["n_labeled"] for g in result["regimes"])
-    cost = next((r for r in result["rows"] if r["kind"] == "arm" and r["arm"] == arm and r["class"] == MEAN
-                 and r["n_labeled"] == largest), None)
+    cost, default_cost = _cost(result, arm, largest), _cost(result, default, largest)
     absent = next(iter(_paired_rows(over_conditions, arm, default, largest, MEAN)), None)
     affordable = cost is not None and cost["diff"] >= -DROPOUT_COST
     ahead = absent is not None and absent["ci_low"] > 0
@@ -46,6 +51,7 @@ def _dropout_decision(result: dict, over_conditions: dict, arm: str, default: st
             "behind": [] if affordable else [f"every modality present, against {result['baseline_arm']}: "
                                              f"{format_number(cost['diff'], '+.4f') if cost else DASH}"],
             "over_absent": absent and diff_cell(absent), "cost": cost and cost["diff"],
+            "default_cost": default_cost and default_cost["diff"], "baseline": result["baseline_arm"],
             "replaces_default": affordable and ahead}
 
 
@@ -72,7 +78,20 @@ def decisions_markdown(decisions: list[dict]) -> str:
         lines.append(f"| {d['arm']} | {d['default']} | {d['comparisons']} | {'; '.join(d['ahead']) or DASH} | "
                      f"{'; '.join(d['behind']) or DASH} | {verdict} |")
     made = sum(d["comparisons"] for d in decisions)
-    return "\n".join(lines + ["", f"{made} comparisons, no correction for multiplicity (docs/method.md)."]) + "\n"
+    return "\n".join(lines + _costly_defaults(decisions)
+                     + ["", f"{made} comparisons, no correction for multiplicity (docs/method.md)."]) + "\n"
+
+
+def _costly_defaults(decisions: list[dict]) -> list[str]:
+    """A dropout default beyond the cost limit itself: the rule's "probabilities within the limit" may then hold
+    none, and the default stays for want of an alternative that is, which the table alone would not show."""
+    lines = []
+    for d in decisions:
+        cost = d.get("default_cost")
+        if d["rule"] == "dropout" and cost is not None and not is_nan(cost) and cost < -DROPOUT_COST:
+            lines += ["", f"The default {d['default']} itself costs {format_number(cost, '+.4f')} mean Dice against "
+                          f"{d['baseline']} with every modality present, beyond the {DROPOUT_COST} limit too."]
+    return lines
 
 
 def write_decisions(decisions: list[dict], output_folder: str) -> str:

@@ -43,3 +43,17 @@ def test_the_dropout_probability_moves_only_if_affordable_and_ahead_without_moda
     text = open(path).read()
     assert "| dropout 0.25 | dropout | 1 |" in text and "replaces dropout" in text and "dropout stays" in text
     assert json.load(open(tmp_path / "decisions.json"))[0]["arm"] == "dropout 0.25"
+
+
+def test_a_dropout_default_beyond_the_cost_limit_is_said_so(tmp_path):
+    """The default probability's own price with every modality present is reported when it exceeds the limit:
+    the alternative is judged against the limit, and a default beyond it would otherwise go unmentioned."""
+    full = _records({"nnU-Net": {}, "dropout": {"1": -0.06}, "dropout 0.25": {"1": -0.08}}, (16,))
+    absent = _records({"nnU-Net": {}, "dropout": {}, "dropout 0.25": {"1": 0.04}}, (16,))
+    controls = {"dropout 0.25": "dropout"}
+    result = study_statistics(full, "nnU-Net", n_bootstrap=200, controls=controls)
+    over = study_statistics(absent, "nnU-Net", n_bootstrap=200, controls=controls)
+    decisions = decide_defaults(result, over, NAMES)
+    assert not decisions[0]["replaces_default"] and abs(decisions[0]["default_cost"] + 0.03) < 1e-9
+    text = open(write_decisions(decisions, str(tmp_path))).read()
+    assert "The default dropout itself costs -0.0300 mean Dice against nnU-Net" in text
