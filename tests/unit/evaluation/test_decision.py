@@ -42,6 +42,7 @@ def test_the_dropout_probability_moves_only_if_affordable_and_ahead_without_moda
     path = write_decisions(list(decisions.values()), str(tmp_path))
     text = open(path).read()
     assert "| dropout 0.25 | dropout | 1 |" in text and "replaces dropout" in text and "dropout stays" in text
+    assert "itself costs" not in text  # the default costs nothing here
     assert json.load(open(tmp_path / "decisions.json"))[0]["arm"] == "dropout 0.25"
 
 
