@@ -87,10 +87,10 @@ def _costly_defaults(decisions: list[dict]) -> list[str]:
     none, and the default stays for want of an alternative that is, which the table alone would not show."""
     lines = []
     for d in decisions:
-        cost = d.get("default_cost")
-        if d["rule"] == "dropout" and cost is not None and not is_nan(cost) and cost < -DROPOUT_COST:
-            lines += ["", f"The default {d['default']} itself costs {format_number(cost, '+.4f')} mean Dice against "
-                          f"{d['baseline']} with every modality present, beyond the {DROPOUT_COST} limit too."]
+        if d["rule"] == "dropout" and not is_nan(d["default_cost"]) and d["default_cost"] < -DROPOUT_COST:
+            lines += ["", f"The default {d['default']} itself costs {format_number(d['default_cost'], '+.4f')} mean "
+                          f"Dice against {d['baseline']} with every modality present, beyond the {DROPOUT_COST} "
+                          "limit too."]
     return lines
 
 

@@ -286,9 +286,9 @@ def evaluate_missing_modalities(name: str, configuration: str, plans: str, runs:
     validated once per absent condition: a modality name alone, or a tuple of modalities absent together; those
     done are skipped (also a run restored from a study's ledger with its summaries). Returns
     {'missing <A>' or 'missing <A>+<B>': validation folder name} for report_experiment."""
-    from nnunet_cmcl.evaluation.missing import absent_subsets, modality_channels, validation_folder
+    from nnunet_cmcl.evaluation.missing import absent_subsets, validation_folder
 
-    known = modality_channels(load_json(join(nnUNet_preprocessed, name, "dataset.json"))["channel_names"])
+    known = _dataset_modalities(name)
     subsets = _absent_conditions(known, modalities, name)  # checked before the first evaluation
     selections = [["--subsets", "all"]] if set(subsets) == set(absent_subsets(list(known))) else \
         [["--drop", *s] for s in subsets]
@@ -314,12 +314,19 @@ def evaluated_without_modalities(name: str, chosen: list[Run],
     """The conditions evaluate_missing_modalities returns, once every run it validates (``chosen``, by
     missing_runs) has been validated under each of them; None before. Evaluates nothing: for a report while the
     study runs."""
-    from nnunet_cmcl.evaluation.missing import modality_channels, validation_folder
+    from nnunet_cmcl.evaluation.missing import validation_folder
 
-    known = modality_channels(load_json(join(nnUNet_preprocessed, name, "dataset.json"))["channel_names"])
+    known = _dataset_modalities(name)
     subsets = _absent_conditions(known, modalities, name)
     evaluated = all(isfile(join(r.fold_folder, validation_folder(s), "summary.json")) for r in chosen for s in subsets)
     return _conditions(subsets) if chosen and evaluated else None
+
+
+def _dataset_modalities(name: str) -> dict[str, list[int]]:
+    """The preprocessed dataset's modalities and their channels (modality_channels of its dataset.json)."""
+    from nnunet_cmcl.evaluation.missing import modality_channels
+
+    return modality_channels(load_json(join(nnUNet_preprocessed, name, "dataset.json"))["channel_names"])
 
 
 def _absent_conditions(known: dict, modalities: list[str] | list[tuple[str, ...]], name: str) -> list[tuple[str, ...]]:
